@@ -1,0 +1,72 @@
+"""Where everything lives: one home folder (spec §1), `MAIL_PIPELINE_HOME`, default `./.mail_pipeline`."""
+import os
+import re
+from pathlib import Path
+
+from mail_pipeline.errors import MailPipelineError
+
+# Import ids become folder names and Dagster partition keys, so they are kept to a safe alphabet.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+DAGSTER_YAML = """\
+# Written by mail-pipeline: every asset that touches the DuckDB store is in the pool `{pool}`,
+# limited to one run at a time, so only one import or export writes at once (spec §4).
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+concurrency:
+  pools:
+    granularity: run
+    default_limit: 1
+telemetry:
+  enabled: false
+"""
+
+POOL = "mail_pipeline_store"
+
+
+def home() -> Path:
+    """The home folder, created on first use."""
+    path = Path(os.environ.get("MAIL_PIPELINE_HOME", ".mail_pipeline")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def database_path() -> Path:
+    return home() / "subscribers.duckdb"
+
+
+def imports_dir() -> Path:
+    return home() / "imports"
+
+
+def import_dir(import_id: str) -> Path:
+    """The folder of one import's files; the id is checked so it can never point outside the home."""
+    if not _ID.match(import_id) or ".." in import_id:
+        raise MailPipelineError(f"invalid import id {import_id!r}: use letters, digits, '.', '_' or '-'.")
+    return imports_dir() / import_id
+
+
+def dagster_home() -> Path:
+    """The Dagster instance folder, with the dagster.yaml the project needs."""
+    path = Path(os.environ.get("DAGSTER_HOME") or home() / "dagster").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    config = path / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML.format(pool=POOL))
+    return path
+
+
+def new_import_id() -> str:
+    """Allocate the next import id (1, 2, 3 …): creating its folder is the allocation, so two
+    processes never get the same id."""
+    root = imports_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name) for p in root.iterdir() if p.name.isdigit()]
+    candidate = max(taken, default=0) + 1
+    while True:
+        try:
+            (root / str(candidate)).mkdir()
+            return str(candidate)
+        except FileExistsError:
+            candidate += 1

@@ -1,0 +1,96 @@
+"""Per-import logs (spec §4): one file per category, a plain-text log, and the stats.
+
+Every file is written under a temporary name and renamed, so a reader never sees half a log.
+"""
+import csv
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from mail_pipeline.merge import CATEGORIES
+
+EMAIL_CATEGORIES = tuple(c for c in CATEGORIES if c != "failed")
+
+
+def log_path(folder: Path, category: str) -> Path:
+    """Where a category's log lives: `failed.csv`, `log.txt`, or `<category>.txt`."""
+    if category == "failed":
+        return folder / "logs" / "failed.csv"
+    return folder / "logs" / f"{category}.txt"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value) -> None:
+    write_atomically(path, json.dumps(value, indent=2, default=str) + "\n")
+
+
+def read_json(path: Path, default=None):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return default
+
+
+def stats(number_of_records: int, counts: dict[str, int], records_imported: int) -> dict:
+    """GreenArrow's stats shape, with every category present."""
+    return {
+        "number_of_records": number_of_records,
+        "records_imported": records_imported,
+        "subscribers": {c: int(counts.get(c, 0)) for c in CATEGORIES},
+    }
+
+
+def write_category_logs(folder: Path, outcomes: pl.DataFrame, duplicates: pl.DataFrame,
+                        failed: pl.DataFrame, header: list[str]) -> dict[str, int]:
+    """Write every category's log and return the count of each."""
+    rows = pl.concat([outcomes.select("row", "email", "category"),
+                      duplicates.select("row", "email", pl.lit("skipped_duplicate").alias("category"))])
+    counts = {c: 0 for c in CATEGORIES}
+    for category in EMAIL_CATEGORIES:
+        emails = rows.filter(pl.col("category") == category).sort("row")["email"]
+        counts[category] = emails.len()
+        write_atomically(log_path(folder, category), "".join(e + "\n" for e in emails))
+    counts["failed"] = failed.height
+    write_atomically(log_path(folder, "failed"), _failed_csv(failed, header))
+    return counts
+
+
+def _failed_csv(failed: pl.DataFrame, header: list[str]) -> str:
+    """The failed rows as they came, the reason last (GreenArrow's failed log)."""
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*header, "error"])
+    ordered = failed.sort(pl.coalesce("row", "line"))
+    for cells, error in zip(ordered["cells"].to_list(), ordered["error"].to_list()):
+        writer.writerow([*cells, error])
+    return out.getvalue()
+
+
+def log_line(message: str, when: datetime | None = None) -> str:
+    """One line of the plain-text log, listmonk style: `2026/11/23 15:57:12 message`."""
+    when = when or datetime.now(timezone.utc)
+    return f"{when:%Y/%m/%d %H:%M:%S} {message}\n"
+
+
+def append_log(folder: Path, message: str) -> None:
+    """Add a line to the import's plain-text log (appends are whole lines)."""
+    path = log_path(folder, "log")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(log_line(message))
+
+
+def summary(counts: dict[str, int], number_of_records: int) -> str:
+    parts = ", ".join(f"{c} {counts[c]}" for c in CATEGORIES if counts.get(c))
+    return f"imported {number_of_records} records: {parts or 'nothing to do'}"

@@ -1,0 +1,222 @@
+"""The merge (spec §3 "Fate"): decide each valid row's category against the store and apply it.
+
+Rows are applied in batches; each batch is one transaction holding its effects, the category of
+each of its rows and a marker that it was applied. A batch whose marker exists is skipped, so a
+resumed import never applies a row twice and a crash never leaves half a batch.
+"""
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Optional
+
+import duckdb
+import polars as pl
+
+from mail_pipeline.options import ImportOptions
+
+CATEGORIES = (
+    "added", "updated", "failed", "skipped_overwrite", "skipped_active", "skipped_unsubscribed",
+    "skipped_scomp", "skipped_bounced", "skipped_deactivated", "skipped_duplicate",
+    "skipped_over_limit", "skipped_blocklisted",
+)
+
+# The overwrite gate looks at the subscriber's subscriptions on the target lists; the most
+# restrictive one decides (a complaint outranks a bounce, which outranks an unsubscribe).
+_GATE = """
+CASE
+  WHEN t.any_complained THEN 'scomp'
+  WHEN t.any_bounced THEN 'bounced'
+  WHEN t.any_deactivated THEN 'deactivated'
+  WHEN t.any_unsubscribed THEN 'unsubscribed'
+  ELSE 'active'
+END
+"""
+
+_CLASSIFY = f"""
+CREATE OR REPLACE TEMP TABLE classified AS
+WITH target AS (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list),
+on_targets AS (
+  SELECT x.email, count(*) AS on_lists,
+         bool_or(x.status = 'unsubscribed') AS any_unsubscribed,
+         bool_or(x.status = 'bounced') AS any_bounced,
+         bool_or(x.status = 'deactivated') AS any_deactivated,
+         bool_or(x.status = 'complained') AS any_complained
+  FROM subscriptions x JOIN batch b ON x.email = b.email
+  WHERE x.list IN (SELECT list FROM target)
+  GROUP BY x.email
+),
+joined AS (
+  SELECT b.*, s.email IS NOT NULL AS known, s.status AS current_status,
+         coalesce(t.on_lists, 0) AS on_lists, {_GATE} AS gate,
+         coalesce(t.any_unsubscribed, false) AS any_unsubscribed,
+         -- attributes from the file and its custom-field columns, merged key by key
+         json_merge_patch(coalesce(b.attributes, '{{}}'), coalesce(b.custom_fields, '{{}}')) AS new_attributes,
+         (b.attributes IS NOT NULL OR b.custom_fields IS NOT NULL) AS has_attributes,
+         CASE WHEN s.email IS NULL
+              THEN row_number() OVER (PARTITION BY s.email IS NULL ORDER BY b.row) END AS new_rank
+  FROM batch b
+  LEFT JOIN subscribers s ON s.email = b.email
+  LEFT JOIN on_targets t ON t.email = b.email
+)
+SELECT *,
+  CASE
+    WHEN NOT known AND $limit IS NOT NULL
+         AND new_rank + (SELECT count(*) FROM subscribers) > $limit THEN 'skipped_over_limit'
+    WHEN NOT known THEN 'added'
+    WHEN $mode = 'blocklist' THEN 'updated'
+    WHEN current_status = 'blocklisted' THEN 'skipped_blocklisted'
+    WHEN on_lists < $n_lists OR ($subscribe_unsubscribed AND any_unsubscribed) THEN 'added'
+    WHEN NOT $overwrite THEN 'skipped_overwrite'
+    WHEN gate = 'scomp' AND NOT $when_scomp THEN 'skipped_scomp'
+    WHEN gate = 'bounced' AND NOT $when_bounced THEN 'skipped_bounced'
+    WHEN gate = 'deactivated' AND NOT $when_deactivated THEN 'skipped_deactivated'
+    WHEN gate = 'unsubscribed' AND NOT $when_unsubscribed THEN 'skipped_unsubscribed'
+    WHEN gate = 'active' AND NOT $when_active THEN 'skipped_active'
+    ELSE 'updated'
+  END AS category
+FROM joined
+"""
+
+_INSERT_LISTS = """
+INSERT INTO lists
+SELECT DISTINCT name, $now FROM unnest($lists::VARCHAR[]) AS t(name)
+WHERE name NOT IN (SELECT name FROM lists)
+"""
+
+_INSERT_SUBSCRIBERS = """
+INSERT INTO subscribers
+SELECT email, name,
+       CASE WHEN $mode = 'blocklist' THEN 'blocklisted' ELSE coalesce(subscriber_status, 'enabled') END,
+       json_merge_patch('{}', new_attributes), $now, $now
+FROM classified WHERE category = 'added' AND NOT known
+"""
+
+# Existing subscribers that are updated, or added to a list while overwrite is on, take the
+# file's values where overwrite_what allows; updated_at moves only if a value changes.
+_UPDATE_SUBSCRIBERS = """
+UPDATE subscribers AS s SET
+  name = v.name, status = v.status, attributes = v.attributes,
+  updated_at = $now
+FROM (
+  SELECT c.email,
+    CASE WHEN $custom_fields AND c.name IS NOT NULL THEN c.name ELSE s.name END AS name,
+    CASE WHEN $mode = 'blocklist' THEN 'blocklisted'
+         WHEN $status AND c.subscriber_status IS NOT NULL THEN c.subscriber_status
+         ELSE s.status END AS status,
+    CASE WHEN $custom_fields AND c.has_attributes THEN json_merge_patch(s.attributes, c.new_attributes)
+         ELSE s.attributes END AS attributes
+  FROM classified c JOIN subscribers s ON s.email = c.email
+  WHERE c.known AND (c.category = 'updated' OR (c.category = 'added' AND $overwrite))
+) AS v
+WHERE s.email = v.email
+  AND (s.name IS DISTINCT FROM v.name OR s.status IS DISTINCT FROM v.status
+       OR s.attributes::VARCHAR IS DISTINCT FROM v.attributes::VARCHAR)
+"""
+
+# New subscriptions on target lists for added rows (and, in blocklist mode, for every row).
+_INSERT_SUBSCRIPTIONS = """
+INSERT INTO subscriptions
+SELECT c.email, t.list,
+       CASE WHEN $mode = 'blocklist' OR c.subscriber_status = 'blocklisted' THEN 'unsubscribed'
+            ELSE coalesce(c.subscription_status, $subscription_status) END,
+       $now, $now
+FROM classified c CROSS JOIN (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list) t
+WHERE (c.category = 'added' OR ($mode = 'blocklist' AND c.category = 'updated'))
+  AND NOT EXISTS (SELECT 1 FROM subscriptions x WHERE x.email = c.email AND x.list = t.list)
+"""
+
+# Status changes on existing subscriptions: blocklisting unsubscribes from every list;
+# subscribe_unsubscribed re-subscribes on target lists; an allowed overwrite sets the file's status.
+_UPDATE_SUBSCRIPTIONS = """
+UPDATE subscriptions AS x SET status = v.status, updated_at = $now
+FROM (
+  SELECT x.email, x.list,
+    CASE
+      WHEN $mode = 'blocklist' OR s.status = 'blocklisted' THEN 'unsubscribed'
+      WHEN c.category = 'added' AND $subscribe_unsubscribed AND x.status = 'unsubscribed'
+           AND x.list IN (SELECT unnest($lists::VARCHAR[]))
+        THEN coalesce(c.subscription_status, $subscription_status)
+      WHEN c.category = 'updated' AND $status AND c.subscription_status IS NOT NULL
+           AND x.list IN (SELECT unnest($lists::VARCHAR[]))
+        THEN c.subscription_status
+      ELSE x.status
+    END AS status
+  FROM classified c
+  JOIN subscriptions x ON x.email = c.email
+  JOIN subscribers s ON s.email = c.email
+  WHERE c.known AND c.category IN ('added', 'updated')
+) AS v
+WHERE x.email = v.email AND x.list = v.list AND x.status IS DISTINCT FROM v.status
+"""
+
+
+@dataclass(frozen=True)
+class Progress:
+    batch: int
+    batches: int
+    rows_done: int
+
+
+def _parameters(options: ImportOptions, now: datetime) -> dict:
+    what, when = options.overwrite_what, options.overwrite_when_status
+    return {
+        "lists": list(dict.fromkeys(options.lists)), "n_lists": len(set(options.lists)),
+        "mode": options.mode, "overwrite": options.overwrite, "limit": options.subscriber_limit,
+        "subscribe_unsubscribed": options.subscribe_unsubscribed,
+        "subscription_status": options.effective_subscription_status(),
+        "custom_fields": what.custom_fields, "status": what.status,
+        "when_active": when.active, "when_unsubscribed": when.unsubscribed,
+        "when_bounced": when.bounced, "when_deactivated": when.deactivated,
+        "when_scomp": when.scomp, "now": now,
+    }
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> None:
+    """Run one statement with just the named parameters it uses."""
+    con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
+
+
+def merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: pl.DataFrame,
+          options: ImportOptions, on_progress: Optional[Callable[[Progress], None]] = None) -> None:
+    """Apply the valid rows (sorted by row) batch by batch; batches already committed are skipped."""
+    valid = valid.sort("row")
+    size = options.batch_size
+    batches = max(1, -(-valid.height // size))
+    done = {b for (b,) in con.execute(
+        "SELECT batch FROM import_batches WHERE import_id = ?", [import_id]).fetchall()}
+    for number in range(batches):
+        chunk = valid.slice(number * size, size)
+        if number not in done:
+            _apply(con, import_id, number, chunk, options)
+        if on_progress:
+            on_progress(Progress(number + 1, batches, min((number + 1) * size, valid.height)))
+
+
+def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, chunk: pl.DataFrame,
+           options: ImportOptions) -> None:
+    params = _parameters(options, datetime.now(timezone.utc))
+    con.register("batch", chunk.to_arrow())
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            _run(con, _INSERT_LISTS, params)
+            _run(con, _CLASSIFY, params)
+            for sql in (_UPDATE_SUBSCRIBERS, _UPDATE_SUBSCRIPTIONS, _INSERT_SUBSCRIBERS,
+                        _INSERT_SUBSCRIPTIONS):
+                _run(con, sql, params)
+            con.execute("INSERT INTO import_rows SELECT ?, row, email, category FROM classified",
+                        [import_id])
+            con.execute("INSERT INTO import_batches VALUES (?, ?, ?, ?)",
+                        [import_id, number, chunk.height, params["now"]])
+            con.execute("COMMIT")
+        except BaseException:
+            # BaseException: a Dagster cancel interrupts with a BaseException subclass.
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.unregister("batch")
+
+
+def outcomes(con: duckdb.DuckDBPyConnection, import_id: str) -> pl.DataFrame:
+    """The committed category of every valid row of an import (row, email, category)."""
+    return con.sql("SELECT row, email, category FROM import_rows WHERE import_id = $id ORDER BY row",
+                   params={"id": import_id}).pl()

@@ -1,0 +1,135 @@
+"""The import's stages as plain functions over the import's folder: file → frame → store → logs.
+
+Each stage reads only what the stage before it wrote in `imports/<id>/`, and writes its own
+output under a temporary name first, so any stage can be re-run after a crash. The Dagster assets
+in `assets/` are thin wrappers around these.
+"""
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import polars as pl
+
+from mail_pipeline import home, logs, mapping, merge, reading, store, validation
+from mail_pipeline.options import ImportOptions, build
+
+
+@dataclass(frozen=True)
+class Folder:
+    """The files of one import."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, import_id: str) -> "Folder":
+        return cls(home.import_dir(import_id))
+
+    options = property(lambda self: self.path / "import.json")
+    source = property(lambda self: self.path / "source.csv")
+    valid = property(lambda self: self.path / "valid.parquet")
+    failed = property(lambda self: self.path / "failed.parquet")
+    duplicates = property(lambda self: self.path / "duplicates.parquet")
+    validation = property(lambda self: self.path / "validation.json")
+    progress = property(lambda self: self.path / "progress.json")
+    stats = property(lambda self: self.path / "stats.json")
+
+
+def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    frame.write_parquet(tmp)
+    tmp.replace(path)
+
+
+def load_options(folder: Folder) -> ImportOptions:
+    return build(json.loads(folder.options.read_text())["options"])
+
+
+def stage_raw(import_id: str, options: ImportOptions, source: Path) -> dict:
+    """Stage 1, the raw file: copy the source into the import's folder as UTF-8 CSV."""
+    folder = Folder.of(import_id)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    staged = reading.stage_source(source, folder.source, options)
+    lines = _count_lines(staged.path)
+    logs.write_json(folder.options, {"options": options.model_dump(), "origin": staged.origin})
+    logs.append_log(folder.path, f"importing {staged.origin!r}: mode {options.mode}, lists "
+                    f"{', '.join(options.lists) or '(none)'}, overwrite {str(options.overwrite).lower()}")
+    return {"path": str(staged.path), "size": staged.size, "sha256": staged.sha256,
+            "origin": staged.origin, "lines": lines - (1 if options.header else 0)}
+
+
+def _count_lines(path: Path) -> int:
+    """Non-blank lines (a quoted newline counts twice; the record count comes from the reader)."""
+    count = 0
+    with open(path, "rb") as f:
+        for line in f:
+            count += bool(line.strip())
+    return count
+
+
+def validate_import(import_id: str) -> dict:
+    """Stage 2, the validated frame: read, map, check and deduplicate; route failures."""
+    folder = Folder.of(import_id)
+    options = load_options(folder)
+    columns = reading.read_header(folder.source, options)
+    if not options.header:
+        columns = [name or f"column {i + 1}" for i, name in enumerate(options.mapping or [])]
+        columns += [f"column {i + 1}" for i in range(len(columns), reading.count_fields(folder.source, options))]
+    resolved = mapping.resolve(columns, options)
+    records = reading.read_records(folder.source, options, len(columns))
+    result = validation.validate(records, columns, resolved)
+    _write_parquet(result.valid, folder.valid)
+    _write_parquet(result.failed, folder.failed)
+    _write_parquet(result.duplicates, folder.duplicates)
+    summary = {"columns": columns, "mapping": resolved.describe(columns),
+               "number_of_records": result.number_of_records, "valid": result.valid.height,
+               "failed": result.failed.height, "skipped_duplicate": result.duplicates.height}
+    logs.write_json(folder.validation, summary)
+    for line in summary["mapping"]:
+        logs.append_log(folder.path, line)
+    logs.append_log(folder.path, f"read {result.number_of_records} records: {result.valid.height} valid, "
+                    f"{result.failed.height} failed, {result.duplicates.height} duplicates")
+    return summary
+
+
+def merge_import(import_id: str, database: Path,
+                 on_progress: Optional[Callable[[merge.Progress], None]] = None) -> dict:
+    """Stage 3, the subscriber table: apply the valid rows in batches, each one transaction."""
+    folder = Folder.of(import_id)
+    options = load_options(folder)
+    summary = logs.read_json(folder.validation)
+    already = summary["failed"] + summary["skipped_duplicate"]
+    valid = pl.read_parquet(folder.valid)
+
+    def progress(p: merge.Progress) -> None:
+        logs.write_json(folder.progress, {"stage": "merging", "batch": p.batch, "batches": p.batches,
+                                          "records_imported": already + p.rows_done})
+        logs.append_log(folder.path, f"committed batch {p.batch}/{p.batches} ({p.rows_done} rows)")
+        if on_progress:
+            on_progress(p)
+
+    con = store.connect(database)
+    try:
+        merge.merge(con, import_id, valid, options, progress)
+        counts = con.execute("SELECT category, count(*) FROM import_rows WHERE import_id = ?"
+                             " GROUP BY category", [import_id]).fetchall()
+    finally:
+        con.close()
+    return dict(counts)
+
+
+def write_import_logs(import_id: str, database: Path) -> dict:
+    """Stage 4, the logs: one file per category, the stats, and the closing log line."""
+    folder = Folder.of(import_id)
+    summary = logs.read_json(folder.validation)
+    con = store.connect(database)
+    try:
+        outcomes = merge.outcomes(con, import_id)
+    finally:
+        con.close()
+    counts = logs.write_category_logs(folder.path, outcomes, pl.read_parquet(folder.duplicates),
+                                      pl.read_parquet(folder.failed), summary["columns"])
+    result = logs.stats(summary["number_of_records"], counts, summary["number_of_records"])
+    logs.write_json(folder.stats, result)
+    logs.append_log(folder.path, logs.summary(counts, summary["number_of_records"]))
+    return result

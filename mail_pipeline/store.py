@@ -1,0 +1,64 @@
+"""The subscriber store: one DuckDB file under the home folder.
+
+DuckDB lets one process write a file at a time, so every writer goes through `connect`, which
+waits for a lock held by another process instead of failing at once.
+"""
+import time
+from pathlib import Path
+
+import duckdb
+
+from mail_pipeline.errors import MailPipelineError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS lists (
+    name VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS subscribers (
+    email VARCHAR NOT NULL,          -- email-validator's normalized form, lower-cased
+    name VARCHAR,
+    status VARCHAR NOT NULL,         -- enabled | disabled | blocklisted
+    attributes JSON NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL  -- moves only when a value changes
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    email VARCHAR NOT NULL,
+    list VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,         -- unconfirmed | confirmed | unsubscribed | bounced | ...
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
+);
+-- One row per committed batch, written in the batch's own transaction: a batch found here
+-- was applied, completely, and is never applied again.
+CREATE TABLE IF NOT EXISTS import_batches (
+    import_id VARCHAR NOT NULL,
+    batch INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    committed_at TIMESTAMPTZ NOT NULL
+);
+-- The fate of every valid row, committed with the batch that decided it.
+CREATE TABLE IF NOT EXISTS import_rows (
+    import_id VARCHAR NOT NULL,
+    row BIGINT NOT NULL,
+    email VARCHAR NOT NULL,
+    category VARCHAR NOT NULL
+);
+"""
+
+
+def connect(path: Path, wait_seconds: float = 600.0, memory_limit: str = "2GB") -> duckdb.DuckDBPyConnection:
+    """Open the store for writing, creating its tables; waits while another process holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            con = duckdb.connect(str(path), config={"memory_limit": memory_limit})
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise MailPipelineError(f"the subscriber store is busy: {path}") from None
+            time.sleep(0.5)
+    con.execute(SCHEMA)
+    return con

@@ -1,0 +1,50 @@
+"""Values (spec §3 "Values"): statuses in both vocabularies, and JSON attributes."""
+import duckdb
+import polars as pl
+
+SUBSCRIBER_STATUSES = ("enabled", "disabled", "blocklisted")
+# GreenArrow's `active` is confirmed and `scomp` is complained.
+SUBSCRIPTION_STATUSES = {
+    "unconfirmed": "unconfirmed", "confirmed": "confirmed", "active": "confirmed",
+    "unsubscribed": "unsubscribed", "bounced": "bounced", "deactivated": "deactivated",
+    "complained": "complained", "scomp": "complained",
+}
+STATUS_WORDS = list(SUBSCRIBER_STATUSES) + list(SUBSCRIPTION_STATUSES)
+
+
+def split_status(status: pl.Expr) -> list[pl.Expr]:
+    """A `status` cell → `subscriber_status` and `subscription_status` (one of them, or neither)."""
+    word = status.str.to_lowercase()
+    return [
+        pl.when(word.is_in(SUBSCRIBER_STATUSES)).then(word).alias("subscriber_status"),
+        word.replace_strict(SUBSCRIPTION_STATUSES, default=None, return_dtype=pl.String)
+        .alias("subscription_status"),
+    ]
+
+
+def json_objects(values: pl.Series) -> pl.Series:
+    """True where the text is a JSON object, False where it is not, null where there is none."""
+    frame = pl.DataFrame({"v": values})
+    con = duckdb.connect()
+    try:
+        return con.sql(
+            "SELECT CASE WHEN v IS NULL THEN NULL"
+            " WHEN json_valid(v) THEN json_type(v) = 'OBJECT' ELSE false END AS ok"
+            " FROM frame"
+        ).pl()["ok"]
+    finally:
+        con.close()
+
+
+def custom_fields_json(columns: list[str]) -> pl.Expr:
+    """Custom field columns → one JSON object per row, leaving out empty cells (no value)."""
+    if not columns:
+        return pl.lit(None, dtype=pl.String).alias("custom_fields")
+    # json_encode of a one-field struct gives {"name":"value"}; strip the braces to get a member.
+    members = [
+        pl.when(pl.col(c).is_not_null())
+        .then(pl.struct(pl.col(c)).struct.json_encode().str.slice(1).str.strip_suffix("}"))
+        for c in columns
+    ]
+    joined = pl.concat_str(members, separator=",", ignore_nulls=True)
+    return pl.when(joined != "").then(pl.format("{{{}}}", joined)).alias("custom_fields")
