@@ -45,8 +45,24 @@ def load_options(folder: Folder) -> ImportOptions:
     return build(json.loads(folder.options.read_text())["options"])
 
 
+def columns_of(first_record: list[str], options: ImportOptions) -> list[str]:
+    """The file's column names: its header, or the positional mapping's names without one."""
+    if options.header:
+        return first_record
+    names = [name or f"column {i + 1}" for i, name in enumerate(options.mapping or [])]
+    return names + [f"column {i + 1}" for i in range(len(names), len(first_record))]
+
+
+def preflight(source: Path, options: ImportOptions) -> mapping.Mapping:
+    """Everything that can be refused from the options and the file's first record, checked
+    before the import writes anything."""
+    columns = columns_of(reading.preview_columns(source, options), options)
+    return mapping.resolve(columns, options)
+
+
 def stage_raw(import_id: str, options: ImportOptions, source: Path) -> dict:
     """Stage 1, the raw file: copy the source into the import's folder as UTF-8 CSV."""
+    preflight(source, options)
     folder = Folder.of(import_id)
     folder.path.mkdir(parents=True, exist_ok=True)
     staged = reading.stage_source(source, folder.source, options)
@@ -71,10 +87,7 @@ def validate_import(import_id: str) -> dict:
     """Stage 2, the validated frame: read, map, check and deduplicate; route failures."""
     folder = Folder.of(import_id)
     options = load_options(folder)
-    columns = reading.read_header(folder.source, options)
-    if not options.header:
-        columns = [name or f"column {i + 1}" for i, name in enumerate(options.mapping or [])]
-        columns += [f"column {i + 1}" for i in range(len(columns), reading.count_fields(folder.source, options))]
+    columns = columns_of(reading.read_header(folder.source, options), options)
     resolved = mapping.resolve(columns, options)
     records = reading.read_records(folder.source, options, len(columns))
     result = validation.validate(records, columns, resolved)

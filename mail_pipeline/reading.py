@@ -11,8 +11,10 @@ import hashlib
 import io
 import os
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator, TextIO
 
 import duckdb
 import polars as pl
@@ -33,23 +35,41 @@ class StagedFile:
     origin: str  # the source, and for a ZIP the entry that was taken
 
 
+@contextmanager
+def open_source(source: Path) -> Iterator[tuple[BinaryIO, str]]:
+    """Open the CSV inside `source` (the file itself, or a ZIP's first CSV by name)."""
+    if not source.is_file():
+        raise MailPipelineError(f"file not found: {source}")
+    with open(source, "rb") as probe:
+        is_zip = probe.read(2) == b"PK"
+    if not is_zip:
+        with open(source, "rb") as stream:
+            yield stream, str(source)
+        return
+    if not zipfile.is_zipfile(source):
+        raise MailPipelineError(NOT_CSV)
+    with zipfile.ZipFile(source) as archive:
+        entry = _first_csv(archive)
+        with archive.open(entry) as stream:
+            yield stream, f"{source}:{entry}"
+
+
+def preview_columns(source: Path, options: ImportOptions) -> list[str]:
+    """The first record's cells, read from the start of the source alone: enough to refuse a
+    file that is not CSV, or a mapping that does not fit it, before anything is written."""
+    with open_source(source) as (stream, _origin):
+        sample = stream.read(_CHUNK)
+    encoding = "utf-8-sig" if options.encoding == "utf-8" else "latin-1"
+    if not _looks_like_text(sample, encoding):
+        raise MailPipelineError(NOT_CSV)
+    text = codecs.getincrementaldecoder(encoding)("replace").decode(sample)
+    return _first_record(io.StringIO(text), options)
+
+
 def stage_source(source: Path, dest: Path, options: ImportOptions) -> StagedFile:
     """Copy `source` (a CSV or the first CSV of a ZIP) to `dest` as UTF-8 without a BOM.
     Raises MailPipelineError, before anything is written, when the file cannot be an import."""
-    if not source.is_file():
-        raise MailPipelineError(f"file not found: {source}")
-    origin = str(source)
-    with open(source, "rb") as probe:
-        head = probe.read(4)
-    if head.startswith(b"PK"):
-        if not zipfile.is_zipfile(source):
-            raise MailPipelineError(NOT_CSV)
-        with zipfile.ZipFile(source) as archive:
-            entry = _first_csv(archive)
-            origin = f"{source}:{entry}"
-            with archive.open(entry) as stream:
-                return _copy_text(stream, dest, options, origin)
-    with open(source, "rb") as stream:
+    with open_source(source) as (stream, origin):
         return _copy_text(stream, dest, options, origin)
 
 
@@ -105,17 +125,19 @@ def _looks_like_text(chunk: bytes, encoding: str) -> bool:
 
 
 def read_header(path: Path, options: ImportOptions) -> list[str]:
-    """The header row's names, trimmed (the first non-blank record)."""
+    """The first record's cells, trimmed: the header's names (or, without one, the width)."""
     with open(path, encoding="utf-8", newline="") as f:
-        for row in csv.reader(f, delimiter=options.delimiter, quotechar=options.quote):
+        return _first_record(f, options)
+
+
+def _first_record(text: TextIO, options: ImportOptions) -> list[str]:
+    try:
+        for row in csv.reader(text, delimiter=options.delimiter, quotechar=options.quote):
             if any(cell.strip() for cell in row):
                 return [cell.strip() for cell in row]
+    except csv.Error:
+        raise MailPipelineError(NOT_CSV) from None
     raise MailPipelineError("invalid file: the file is empty")
-
-
-def count_fields(path: Path, options: ImportOptions) -> int:
-    """Number of fields of the first record (for files without a header)."""
-    return len(read_header(path, options))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,98 @@
+"""The import assets, one partition per import: raw file → validated frame → subscribers → logs."""
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+
+from assets.config import ImportConfig
+from assets.partitions import imports_partitions
+from assets.resources import StoreResource
+from mail_pipeline import logs, pipeline
+from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.home import POOL
+from mail_pipeline.options import build
+
+
+@contextmanager
+def reported(import_id: str):
+    """A user's mistake fails the step with its one plain sentence, kept for the import document."""
+    try:
+        yield
+    except MailPipelineError as exc:
+        folder = pipeline.Folder.of(import_id)
+        if folder.path.is_dir():
+            logs.write_atomically(folder.path / "error.txt", str(exc))
+            logs.append_log(folder.path, f"error: {exc}")
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+
+def _failed_preview(folder: pipeline.Folder) -> dg.MetadataValue:
+    lines = logs.log_path(folder.path, "failed").read_text(encoding="utf-8").splitlines()
+    return dg.MetadataValue.md("```\n" + "\n".join(lines[:21]) + "\n```")
+
+
+@dg.asset(partitions_def=imports_partitions, group_name="imports", kinds={"csv"})
+def raw_file(context: dg.AssetExecutionContext, config: ImportConfig) -> dg.MaterializeResult:
+    """The source, copied into the import's folder as UTF-8 CSV (a ZIP gives its first CSV)."""
+    with reported(context.partition_key):
+        options = build(config.model_dump())
+        staged = pipeline.stage_raw(context.partition_key, options, Path(options.source))
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(staged["path"]), "origin": staged["origin"],
+        "size": staged["size"], "sha256": staged["sha256"], "row_count": staged["lines"],
+    })
+
+
+@dg.asset(partitions_def=imports_partitions, deps=[raw_file], group_name="imports",
+          kinds={"polars", "parquet"})
+def validated_frame(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """Rows read, mapped, checked (Pandera) and deduplicated; failures and duplicates routed."""
+    with reported(context.partition_key):
+        summary = pipeline.validate_import(context.partition_key)
+    return dg.MaterializeResult(metadata={
+        "number_of_records": summary["number_of_records"], "valid": summary["valid"],
+        "failed": summary["failed"], "skipped_duplicate": summary["skipped_duplicate"],
+        "mapping": dg.MetadataValue.md("\n".join(f"- {line}" for line in summary["mapping"])),
+    })
+
+
+@dg.asset(deps=[validated_frame], pool=POOL, group_name="store", kinds={"duckdb"})
+def subscribers(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
+    """The subscriber table in DuckDB, merged with the run's import in batches (one transaction
+    each). It is not partitioned: every import merges into the same table."""
+    import_id = context.partition_key
+
+    def progress(p) -> None:
+        context.log.info(f"import {import_id}: committed batch {p.batch}/{p.batches} ({p.rows_done} rows)")
+
+    with reported(import_id):
+        counts = pipeline.merge_import(import_id, store.path(), progress)
+    return dg.MaterializeResult(metadata={
+        "import_id": import_id, "database": dg.MetadataValue.path(str(store.path())),
+        **{f"rows_{category}": int(n) for category, n in sorted(counts.items())},
+    })
+
+
+@dg.asset(partitions_def=imports_partitions, deps=[subscribers], pool=POOL, group_name="imports",
+          kinds={"csv"})
+def import_logs(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
+    """One log per category (added, updated, failed, skipped_*), the plain-text log, the stats."""
+    import_id = context.partition_key
+    with reported(import_id):
+        stats = pipeline.write_import_logs(import_id, store.path())
+    folder = pipeline.Folder.of(import_id)
+    return dg.MaterializeResult(metadata={
+        "number_of_records": stats["number_of_records"],
+        **{category: n for category, n in stats["subscribers"].items()},
+        "logs": dg.MetadataValue.path(str(folder.path / "logs")),
+        "failed_preview": _failed_preview(folder),
+    })
+
+
+import_job = dg.define_asset_job(
+    "import_job",
+    selection=[raw_file, validated_frame, subscribers, import_logs],
+    partitions_def=imports_partitions,
+    executor_def=dg.in_process_executor,  # the multiprocess executor costs seconds per step
+    description="One subscriber import: pick a partition (the import id) and give its options.",
+)

@@ -1,0 +1,97 @@
+"""Imports as Dagster runs: create, execute and look up imports through the local instance.
+
+The command line uses these; each import is a run of `import_job` on its own partition, so the
+UI shows every import however it was launched.
+"""
+import os
+from datetime import datetime, timezone
+from typing import Optional
+
+import dagster as dg
+
+from assets.definitions import defs
+from assets.partitions import imports_partitions
+from mail_pipeline import home
+from mail_pipeline.document import import_document
+from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.options import ImportOptions
+from mail_pipeline.pipeline import Folder
+
+JOB = "import_job"
+PARTITION_TAG = "dagster/partition"
+
+_STATES = {
+    dg.DagsterRunStatus.QUEUED: "scheduled", dg.DagsterRunStatus.NOT_STARTED: "scheduled",
+    dg.DagsterRunStatus.SUCCESS: "finished", dg.DagsterRunStatus.FAILURE: "failed",
+    dg.DagsterRunStatus.CANCELED: "cancelled", dg.DagsterRunStatus.CANCELING: "cancelled",
+}
+
+
+def instance() -> dg.DagsterInstance:
+    """The Dagster instance under the home folder (its dagster.yaml written on first use)."""
+    os.environ["DAGSTER_HOME"] = str(home.dagster_home())
+    return dg.DagsterInstance.get()
+
+
+def run_config(options: ImportOptions) -> dict:
+    """The launchpad's config for an import: the canonical options on the raw_file step."""
+    return {"ops": {"raw_file": {"config": options.model_dump()}}}
+
+
+def create_import(inst: dg.DagsterInstance) -> str:
+    """A new import id, registered as a partition so the UI lists it."""
+    import_id = home.new_import_id()
+    inst.add_dynamic_partitions(imports_partitions.name, [import_id])
+    return import_id
+
+
+def execute_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptions) -> dg.ExecuteInProcessResult:
+    """Run the import in this process; the run is recorded in the instance like any other."""
+    job = defs.resolve_job_def(JOB)
+    # The run's events go to the instance (the UI shows them); the terminal shows our progress.
+    config = {**run_config(options), "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    return job.execute_in_process(
+        run_config=config, instance=inst, partition_key=import_id,
+        raise_on_error=False, tags={"mail_pipeline/kind": "import"})
+
+
+def runs_of(inst: dg.DagsterInstance, import_id: str) -> list[dg.DagsterRun]:
+    """The import's runs, newest first (a re-execution keeps the import id)."""
+    return list(inst.get_runs(dg.RunsFilter(job_name=JOB, tags={PARTITION_TAG: import_id})))
+
+
+def _iso(timestamp: Optional[float]) -> Optional[str]:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def state_of(run: dg.DagsterRun, import_id: str) -> str:
+    """The import's state from its run and, while it runs, the stage it is in."""
+    if run.status in _STATES:
+        return _STATES[run.status]
+    folder = Folder.of(import_id)
+    return "importing" if folder.progress.exists() or folder.valid.exists() else "splitting"
+
+
+def document(inst: dg.DagsterInstance, import_id: str) -> dict:
+    """The import document of one import."""
+    runs = runs_of(inst, import_id)
+    if not runs:
+        if not Folder.of(import_id).path.is_dir():
+            raise MailPipelineError(f"import {import_id} not found")
+        return import_document(import_id, "draft", created_at=None, begins_at=None,
+                               finished_at=None, run_id=None)
+    run = runs[0]
+    record = inst.get_run_record_by_id(run.run_id)
+    first = inst.get_run_record_by_id(runs[-1].run_id)
+    return import_document(
+        import_id, state_of(run, import_id),
+        created_at=_iso(first.create_timestamp.timestamp()),
+        begins_at=_iso(record.start_time or record.create_timestamp.timestamp()),
+        finished_at=_iso(record.end_time) if run.is_finished else None,
+        run_id=run.run_id)
+
+
+def all_import_ids(inst: dg.DagsterInstance) -> list[str]:
+    return list(inst.get_dynamic_partitions(imports_partitions.name))

@@ -1,0 +1,261 @@
+"""The `mail-pipeline` command line (spec §2).
+
+The command line is the one part of the core that reaches into the Dagster layer: it imports
+`assets.runs` when a command needs the instance, so the rules above stay free of Dagster.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Optional
+
+from mail_pipeline import home, logs
+from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.options import ImportOptions, build, read_params
+from mail_pipeline.pipeline import Folder, preflight
+
+FINISHED_STATES = ("finished", "failed", "cancelled")
+
+
+def _runs():
+    warnings.filterwarnings("ignore")  # Dagster's beta/deprecation notices are not for end users
+    from assets import runs
+    return runs
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _options(args: argparse.Namespace) -> ImportOptions:
+    """Options from `--params`, then the flags given on the line, which win."""
+    fields = read_params(args.params) if args.params else {}
+    flags = {
+        "lists": args.list or None, "mode": args.mode, "subscription_status": args.subscription_status,
+        "overwrite": True if args.overwrite else None, "delimiter": args.delimiter,
+        "quote": args.quote, "encoding": args.encoding, "header": False if args.no_header else None,
+        "mapping": [name.strip() for name in args.mapping.split(",")] if args.mapping else None,
+    }
+    fields.update({k: v for k, v in flags.items() if v is not None})
+    return build(fields)
+
+
+def _spool_stdin() -> Path:
+    uploads = home.home() / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=uploads, suffix=".csv", delete=False) as f:
+        shutil.copyfileobj(sys.stdin.buffer, f)
+    return Path(f.name)
+
+
+def _watch(import_id: str, done: threading.Event) -> None:
+    """Show progress on stderr from what the stages write, until the run ends."""
+    folder, last = Folder.of(import_id), None
+    while not done.wait(0.5):
+        validation = logs.read_json(folder.validation)
+        progress = logs.read_json(folder.progress)
+        if progress:
+            line = (f"import {import_id}: importing, batch {progress['batch']}/{progress['batches']}, "
+                    f"{progress['records_imported']}/{validation['number_of_records']} records")
+        elif validation:
+            line = f"import {import_id}: read {validation['number_of_records']} records, merging"
+        else:
+            line = f"import {import_id}: reading"
+        if line != last:
+            _say(line)
+            last = line
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    options = _options(args)
+    source = args.source or options.source
+    if not source:
+        raise MailPipelineError("no source: give a file, '-' for standard input, or a URL")
+    if source.startswith(("http://", "https://")):
+        raise MailPipelineError("URL sources are not supported yet: download the file and import it")
+    path = _spool_stdin() if source == "-" else Path(source).expanduser().resolve()
+    options = options.model_copy(update={"source": str(path)})
+    preflight(path, options)
+    runs = _runs()
+    inst = runs.instance()
+    import_id = runs.create_import(inst)
+    if not args.json:
+        _say(f"import {import_id}: started")
+    done = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(import_id, done), daemon=True)
+    if not args.json:
+        watcher.start()
+    try:
+        runs.execute_import(inst, import_id, options)
+    finally:
+        done.set()
+    document = runs.document(inst, import_id)
+    _print_document(document, args.json)
+    if document["state"] != "finished":
+        _say(f"error: import {import_id} {document['state']}: {document['error_message'] or 'see its log'}")
+        return 1
+    return 0
+
+
+def _print_document(document: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(document, indent=2))
+        return
+    stats = document["stats"]
+    print(f"import {document['id']}: {document['state']}")
+    print(f"  source:  {document['source']}")
+    print(f"  lists:   {', '.join(document['lists']) or '(none)'}")
+    print(f"  created: {document['created_at']}   finished: {document['finished_at'] or '-'}")
+    print(f"  records: {stats['number_of_records']} read, {stats['records_imported']} processed")
+    for category, count in stats["subscribers"].items():
+        if count:
+            print(f"  {category:<21} {count}")
+    if document["error_message"]:
+        print(f"  error:   {document['error_message']}")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    runs = _runs()
+    _print_document(runs.document(runs.instance(), args.id), args.json)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    category = args.category or "log"
+    if category not in (*logs.CATEGORIES, "log"):
+        raise MailPipelineError(f"unknown log {category!r}: use log, " + ", ".join(logs.CATEGORIES))
+    folder = Folder.of(args.id)
+    if not folder.path.is_dir():
+        raise MailPipelineError(f"import {args.id} not found")
+    path = logs.log_path(folder.path, category)
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if args.json:
+        print(json.dumps({"id": args.id, "category": category, "content": text}))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _order_key(document: dict):
+    if document["state"] in ("finished", "cancelled", "failed"):
+        return (1, "~" if document["finished_at"] is None else "", _neg(document["finished_at"] or ""))
+    return (0, document["begins_at"] or "9999", "")
+
+
+def _neg(text: str) -> str:
+    """Sort ISO timestamps newest first inside an ascending sort."""
+    return "".join(chr(0x10FFFF - ord(c)) for c in text)
+
+
+def listing(documents: list[dict], scope: str, list_name: Optional[str], page: int, per_page: int,
+            now_iso: str) -> dict:
+    """GreenArrow's listing: scope filter, its order, pages from 0."""
+    from datetime import datetime, timedelta, timezone
+
+    two_weeks_ago = (datetime.now(timezone.utc) - timedelta(days=14)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    done = lambda d: d["state"] in FINISHED_STATES  # noqa: E731
+    keep = {
+        "all": lambda d: True,
+        "active": lambda d: not done(d),
+        "finished": done,
+        "recent": lambda d: not done(d) or (d["finished_at"] or now_iso) >= two_weeks_ago,
+    }[scope]
+    selected = sorted((d for d in documents if keep(d) and (list_name is None or list_name in d["lists"])),
+                      key=_order_key)
+    return {"page": page, "per_page": per_page, "num_records": len(selected),
+            "num_pages": math.ceil(len(selected) / per_page), 
+            "data": selected[page * per_page:(page + 1) * per_page]}
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if not 1 <= args.per_page <= 500:
+        raise MailPipelineError("invalid per_page: must be between 1 and 500")
+    if args.page < 0:
+        raise MailPipelineError("invalid page: pages start at 0")
+    runs = _runs()
+    inst = runs.instance()
+    documents = [runs.document(inst, i) for i in runs.all_import_ids(inst)]
+    result = listing(documents, args.scope, args.list, args.page, args.per_page, "")
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['num_records']} imports (page {result['page']} of {max(result['num_pages'], 1) - 1}, scope {args.scope})")
+    for d in result["data"]:
+        s = d["stats"]["subscribers"]
+        print(f"  {d['id']:>6}  {d['state']:<10} {d['created_at'] or '-':<21} "
+              f"added {s['added']}, updated {s['updated']}, failed {s['failed']}  {d['source']}")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    env = dict(os.environ, DAGSTER_HOME=str(home.dagster_home()))
+    command = [sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions",
+               "-h", args.host, "-p", str(args.port)]
+    _say(f"Dagster UI on http://{args.host}:{args.port} (home {home.home()}); Ctrl-C stops it")
+    return subprocess.call(command, env=env)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="mail-pipeline", description="Subscriber CSV imports on Dagster.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    imp = sub.add_parser("import", help="import subscribers from a CSV, TSV or ZIP file")
+    imp.add_argument("source", nargs="?", help="file, '-' for standard input")
+    imp.add_argument("--list", action="append", help="target list (repeatable; created on first use)")
+    imp.add_argument("--mode", help="subscribe (default) or blocklist")
+    imp.add_argument("--subscription-status", help="unconfirmed, confirmed or unsubscribed")
+    imp.add_argument("--overwrite", action="store_true", help="update existing subscribers")
+    imp.add_argument("--delimiter", help="one character; 'tab' for tabs")
+    imp.add_argument("--quote", help="\" (default) or '")
+    imp.add_argument("--encoding", help="utf-8 (default) or iso-8859-1")
+    imp.add_argument("--no-header", action="store_true", help="the file has no header row")
+    imp.add_argument("--mapping", help="positional mapping, e.g. 'email,name,First Name'")
+    imp.add_argument("--params", help="JSON body of a listmonk import, or the canonical options")
+    imp.set_defaults(func=cmd_import)
+
+    imps = sub.add_parser("imports", help="list imports, or show one, or read its logs")
+    imps.add_argument("--scope", choices=["recent", "active", "finished", "all"], default="recent")
+    imps.add_argument("--list", help="only imports into this list")
+    imps.add_argument("--page", type=int, default=0)
+    imps.add_argument("--per-page", type=int, default=100)
+    imps.set_defaults(func=cmd_list)
+    isub = imps.add_subparsers(dest="action")
+    show = isub.add_parser("show", help="the import document")
+    show.add_argument("id")
+    show.set_defaults(func=cmd_show)
+    log = isub.add_parser("logs", help="an import's log, or one category's log")
+    log.add_argument("id")
+    log.add_argument("category", nargs="?")
+    log.set_defaults(func=cmd_logs)
+
+    ui = sub.add_parser("ui", help="the Dagster UI and daemon on this home")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+
+    for p in (imp, imps, show, log, ui):
+        p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    return top
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MailPipelineError as exc:
+        _say(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
