@@ -67,9 +67,8 @@ def parse(records: Records, mapping: Mapping) -> pl.DataFrame:
     frame = frame.with_columns(
         *split_status(pl.col("status")),
         pl.col("status").str.to_lowercase(),
-        custom_fields_json(custom),
-    ).rename({c: c.removeprefix("custom:") for c in custom}).select(
-        pl.exclude(list(mapping.custom)))
+        custom_fields_json({c: c.removeprefix("custom:") for c in custom}),
+    ).drop(custom)
     return pl.concat([frame, check_emails(frame["email"]),
                       json_objects(frame["attributes"]).alias("attributes_ok").to_frame()],
                      how="horizontal")

@@ -36,15 +36,16 @@ def json_objects(values: pl.Series) -> pl.Series:
         con.close()
 
 
-def custom_fields_json(columns: list[str]) -> pl.Expr:
-    """Custom field columns → one JSON object per row, leaving out empty cells (no value)."""
+def custom_fields_json(columns: dict[str, str]) -> pl.Expr:
+    """Custom field columns (column → field name) → one JSON object per row, leaving out empty
+    cells (no value)."""
     if not columns:
         return pl.lit(None, dtype=pl.String).alias("custom_fields")
     # json_encode of a one-field struct gives {"name":"value"}; strip the braces to get a member.
     members = [
         pl.when(pl.col(c).is_not_null())
-        .then(pl.struct(pl.col(c)).struct.json_encode().str.slice(1).str.strip_suffix("}"))
-        for c in columns
+        .then(pl.struct(pl.col(c).alias(name)).struct.json_encode().str.slice(1).str.strip_suffix("}"))
+        for c, name in columns.items()
     ]
     joined = pl.concat_str(members, separator=",", ignore_nulls=True)
     return pl.when(joined != "").then(pl.format("{{{}}}", joined)).alias("custom_fields")

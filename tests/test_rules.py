@@ -1,0 +1,262 @@
+"""Spec §3 row rules, through the core stages on small files (no Dagster)."""
+import json
+
+import polars as pl
+import pytest
+
+from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.mapping import resolve
+from mail_pipeline.options import ImportOptions, build, read_params
+from mail_pipeline.pipeline import preflight
+from mail_pipeline.reading import read_records
+from tests.helpers import categories, log_lines, query, run_import
+
+
+def test_mapping_matches_headers_case_insensitively_and_keeps_other_columns_as_custom_fields():
+    mapping = resolve([" E-mail ", " EMAIL ", "Name", "City"], ImportOptions())
+    assert mapping.fields == {"email": 1, "name": 2}
+    assert mapping.custom == {"E-mail": 0, "City": 3}
+
+
+def test_a_file_without_an_email_column_is_refused_naming_its_columns(write_csv):
+    path = write_csv("mail,name\na@example.com,A\n")
+    with pytest.raises(MailPipelineError, match="no email column; its columns are: mail, name"):
+        preflight(path, build({}))
+
+
+def test_reading_routes_wrong_field_counts_to_failed_and_skips_blank_lines(write_csv, tmp_path):
+    path = write_csv('email,name\na@example.com,A\n\nb@example.com\nc@example.com,C,extra\n"d\n@x",D\n')
+    records = read_records(path, build({}), 2)
+    assert records.rows["c0"].to_list() == ["a@example.com", "d\n@x"]
+    assert records.rejects["error"].to_list() == [
+        "wrong number of fields: expected 2, found 1", "wrong number of fields: expected 2, found 3"]
+    assert records.rejects["cells"].to_list() == [["b@example.com"], ["c@example.com", "C", "extra"]]
+    assert records.count == 4
+
+
+def test_every_row_gets_exactly_one_category(write_csv):
+    path = write_csv("""
+        email,name,status,attributes
+        a@example.com,A,enabled,
+        not-an-email,B,,
+        A@EXAMPLE.COM ,A again,,
+        c@example.com,C,sometimes,
+        d@example.com,D,,[1]
+        e@example.com,E,disabled,"{""k"": 1}"
+        """)
+    import_id, stats = run_import(path, lists=["news"])
+    assert stats["number_of_records"] == 6
+    assert sum(stats["subscribers"].values()) == 6
+    assert categories(stats) == {"added": 2, "failed": 3, "skipped_duplicate": 1}
+    assert log_lines(import_id, "added") == ["a@example.com", "e@example.com"]
+    assert log_lines(import_id, "skipped_duplicate") == ["a@example.com"]
+    failed = log_lines(import_id, "failed")
+    assert failed[0] == "email,name,status,attributes,error"
+    assert failed[1] == "not-an-email,B,,,An email address must have an @-sign."
+    assert "invalid status 'sometimes' in column 'status'" in failed[2]
+    assert failed[3].endswith("attributes is not a JSON object")
+
+
+def test_new_subscribers_get_listmonk_defaults(write_csv):
+    path = write_csv('email,name,attributes\na@example.com,A,"{""city"": ""Paris""}"\nb@example.com,,\n')
+    run_import(path, lists=["news", "weekly"])
+    assert query("SELECT email, name, status, attributes::VARCHAR FROM subscribers ORDER BY email") == [
+        ("a@example.com", "A", "enabled", '{"city":"Paris"}'), ("b@example.com", None, "enabled", "{}")]
+    assert query("SELECT DISTINCT status FROM subscriptions") == [("unconfirmed",)]
+    assert query("SELECT count(*) FROM subscriptions") == [(4,)]
+    assert query("SELECT name FROM lists ORDER BY name") == [("news",), ("weekly",)]
+
+
+def test_existing_subscriber_is_skipped_without_overwrite_and_added_to_a_new_list(write_csv):
+    path = write_csv("email,name\na@example.com,A\n")
+    run_import(path, lists=["news"])
+    assert categories(run_import(path, lists=["news"])[1]) == {"skipped_overwrite": 1}
+    assert categories(run_import(path, lists=["news", "weekly"])[1]) == {"added": 1}
+    assert query("SELECT list FROM subscriptions ORDER BY list") == [("news",), ("weekly",)]
+
+
+def test_overwrite_updates_name_and_merges_attributes_key_by_key(write_csv):
+    run_import(write_csv('email,name,attributes\na@example.com,A,"{""city"": ""Paris"", ""age"": 30}"\n'),
+               lists=["news"])
+    path = write_csv('email,name,attributes\na@example.com,A2,"{""city"": ""Rome""}"\n', "update.csv")
+    _, stats = run_import(path, lists=["news"], overwrite=True)
+    assert categories(stats) == {"updated": 1}
+    [(name, attributes)] = query("SELECT name, attributes::VARCHAR FROM subscribers")
+    assert name == "A2" and json.loads(attributes) == {"city": "Rome", "age": 30}
+
+
+def test_an_empty_cell_never_overwrites_a_stored_value(write_csv):
+    run_import(write_csv("email,name\na@example.com,Ann\n"), lists=["news"])
+    run_import(write_csv("email,name\na@example.com,\n", "blank.csv"), lists=["news"], overwrite=True)
+    assert query("SELECT name FROM subscribers") == [("Ann",)]
+
+
+def test_overwrite_skips_unsubscribed_subscribers_by_default(write_csv):
+    run_import(write_csv("email\na@example.com\n"), lists=["news"], subscription_status="unsubscribed")
+    _, stats = run_import(write_csv("email,name\na@example.com,A\n", "again.csv"), lists=["news"], overwrite=True)
+    assert categories(stats) == {"skipped_unsubscribed": 1}
+    _, stats = run_import(write_csv("email,name\na@example.com,A\n", "again.csv"), lists=["news"],
+                          overwrite=True, overwrite_when_status={"unsubscribed": True})
+    assert categories(stats) == {"updated": 1}
+
+
+def test_blocklisted_subscribers_are_never_resubscribed(write_csv):
+    path = write_csv("email\nspammer@example.com\n")
+    _, stats = run_import(path, mode="blocklist")
+    assert categories(stats) == {"added": 1}
+    _, stats = run_import(path, lists=["news"], overwrite=True)
+    assert categories(stats) == {"skipped_blocklisted": 1}
+    assert query("SELECT status FROM subscribers") == [("blocklisted",)]
+    assert query("SELECT count(*) FROM subscriptions") == [(0,)]
+
+
+def test_blocklist_mode_unsubscribes_every_list_of_an_existing_subscriber(write_csv):
+    run_import(write_csv("email\na@example.com\n"), lists=["news", "weekly"], subscription_status="confirmed")
+    _, stats = run_import(write_csv("email\na@example.com\n", "block.csv"), mode="blocklist")
+    assert categories(stats) == {"updated": 1}
+    assert query("SELECT status FROM subscribers") == [("blocklisted",)]
+    assert query("SELECT DISTINCT status FROM subscriptions") == [("unsubscribed",)]
+
+
+def test_subscriber_limit_skips_new_subscribers_over_it(write_csv):
+    path = write_csv("email\na@example.com\nb@example.com\nc@example.com\n")
+    import_id, stats = run_import(path, lists=["news"], subscriber_limit=2)
+    assert categories(stats) == {"added": 2, "skipped_over_limit": 1}
+    assert log_lines(import_id, "skipped_over_limit") == ["c@example.com"]
+
+
+def test_importing_the_same_file_twice_changes_nothing(write_csv):
+    path = write_csv('email,name,status,attributes\na@example.com,A,enabled,"{""x"": 1, ""y"": ""z""}"\n'
+                     "b@example.com,B,disabled,\n")
+    run_import(path, lists=["news"], overwrite=True)
+    before = query("SELECT * FROM subscribers ORDER BY email"), query("SELECT * FROM subscriptions ORDER BY email")
+    _, stats = run_import(path, lists=["news"], overwrite=True)
+    assert categories(stats) == {"updated": 2}
+    after = query("SELECT * FROM subscribers ORDER BY email"), query("SELECT * FROM subscriptions ORDER BY email")
+    assert after == before  # updated_at included
+
+
+def test_batches_apply_exactly_once_when_an_import_is_merged_again(write_csv):
+    from mail_pipeline import home, pipeline
+    path = write_csv("email\n" + "".join(f"u{i}@example.com\n" for i in range(25)))
+    import_id, _ = run_import(path, lists=["news"], batch_size=10)
+    pipeline.merge_import(import_id, home.database_path())  # a resumed run re-enters the merge
+    assert query("SELECT count(*), count(DISTINCT email) FROM subscribers") == [(25, 25)]
+    assert query("SELECT count(*) FROM import_batches WHERE import_id = ?", [import_id]) == [(3,)]
+    assert query("SELECT count(*) FROM import_rows WHERE import_id = ?", [import_id]) == [(25,)]
+
+
+def test_a_failed_batch_leaves_nothing_behind(write_csv, monkeypatch):
+    from mail_pipeline import merge
+    path = write_csv("email\n" + "".join(f"u{i}@example.com\n" for i in range(25)))
+    calls = {"n": 0}
+    original = merge._run
+
+    def crash_in_second_batch(con, sql, params):
+        if "INSERT INTO subscriptions" in sql:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt  # a BaseException, like a Dagster cancel
+        original(con, sql, params)
+
+    monkeypatch.setattr(merge, "_run", crash_in_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_import(path, lists=["news"], batch_size=10)
+    assert query("SELECT count(*) FROM subscribers") == [(10,)]
+    assert query("SELECT count(*) FROM subscriptions") == [(10,)]
+    monkeypatch.setattr(merge, "_run", original)
+    from mail_pipeline import home, pipeline
+    pipeline.merge_import("1", home.database_path())
+    assert query("SELECT count(*), count(DISTINCT email) FROM subscribers") == [(25, 25)]
+
+
+def test_custom_field_columns_land_in_attributes(write_csv):
+    run_import(write_csv("email,City,Plan\na@example.com,Paris,\n"), lists=["news"])
+    assert query("SELECT attributes::VARCHAR FROM subscribers") == [('{"City":"Paris"}',)]
+
+
+def test_iso_8859_1_tab_delimited_single_quoted_file(write_csv):
+    path = write_csv("email\tname\n'zoë@example.com'\t'Zoë'\n", encoding="iso-8859-1")
+    _, stats = run_import(path, lists=["news"], delimiter="tab", quote="'", encoding="iso-8859-1")
+    assert categories(stats) == {"added": 1}
+    assert query("SELECT email, name FROM subscribers") == [("zoë@example.com", "Zoë")]
+
+
+def test_no_header_file_with_positional_mapping(write_csv):
+    path = write_csv("a@example.com,Ann\n")
+    _, stats = run_import(path, header=False, mapping=["email", "name"])
+    assert categories(stats) == {"added": 1}
+    assert query("SELECT name FROM subscribers") == [("Ann",)]
+
+
+def test_zip_imports_its_first_csv_by_name(tmp_path, write_csv):
+    import zipfile
+    archive = tmp_path / "in.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("notes.md", "not a csv")
+        z.writestr("b/second.csv", "email\nb@example.com\n")
+        z.writestr("a/first.csv", "email\na@example.com\n")
+    import_id, _ = run_import(archive, lists=["news"])
+    assert log_lines(import_id, "added") == ["a@example.com"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00binary", "invalid file: not a CSV or ZIP"),
+    (b"", "invalid file: the file is empty"),
+    (b"PK\x03\x04broken", "invalid file: not a CSV or ZIP"),
+])
+def test_bad_files_are_refused_before_any_write(tmp_path, content, message):
+    from mail_pipeline import home
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(MailPipelineError, match=message):
+        run_import(path)
+    assert not home.database_path().exists()
+
+
+def test_zip_without_csv_is_refused(tmp_path):
+    import zipfile
+    archive = tmp_path / "in.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("notes.md", "nothing")
+    with pytest.raises(MailPipelineError, match="the ZIP holds no CSV file"):
+        run_import(archive)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"delimiter": ";;"}, "invalid delimiter: must be a single character"),
+    ({"mode": "delete"}, "invalid mode: must be 'subscribe' or 'blocklist'"),
+    ({"subscription_status": "maybe"}, "invalid subscription_status"),
+    ({"encoding": "utf-16"}, "invalid encoding"),
+    ({"header": False}, "needs a positional mapping"),
+    ({"bogus": 1}, "invalid option 'bogus'"),
+    ({"overwrite": "often"}, "invalid option 'overwrite'"),
+])
+def test_bad_options_are_refused_in_one_sentence(options, message):
+    with pytest.raises(MailPipelineError, match=message):
+        build(options)
+
+
+def test_listmonk_params_are_taken_as_they_are(tmp_path):
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps({"mode": "subscribe", "delim": ",", "lists": [1, 2], "overwrite": True,
+                                "subscription_status": "confirmed"}))
+    options = build(read_params(str(path)))
+    assert options.lists == ["1", "2"] and options.overwrite and options.overwrite_what.status
+    assert options.effective_subscription_status() == "confirmed"
+    assert build({"mode": "blocklist"}).effective_subscription_status() == "unsubscribed"
+
+
+def test_failed_rows_keep_the_record_as_it_came(write_csv):
+    import_id, _ = run_import(write_csv('email,name\n  bad@@x.com  , "Quoted, Name"\nshort\n'))
+    rows = log_lines(import_id, "failed")
+    assert rows[1] == """  bad@@x.com  ,"Quoted, Name",The part after the @-sign contains invalid characters: '@'."""
+    assert rows[2] == "short,\"wrong number of fields: expected 2, found 1\""
+    frame = pl.read_csv(log_path_of(import_id), infer_schema=False, truncate_ragged_lines=True)
+    assert frame.columns == ["email", "name", "error"]
+
+
+def log_path_of(import_id):
+    from mail_pipeline import home
+    from mail_pipeline.logs import log_path
+    return log_path(home.import_dir(import_id), "failed")
