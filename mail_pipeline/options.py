@@ -132,11 +132,15 @@ def read_params(path: str) -> dict[str, Any]:
     ops = body.get("ops")
     if isinstance(ops, dict) and isinstance(ops.get("raw_file"), dict):
         body = ops["raw_file"].get("config", {})
+    # listmonk's and the canonical keys overlap (mode, lists, overwrite); listmonk's `delim` or
+    # its numeric list ids tell them apart.
+    lists = body.get("lists")
+    listmonk_like = "delim" in body or (isinstance(lists, list) and any(not isinstance(x, str) for x in lists))
+    if set(body) <= LISTMONK_KEYS and listmonk_like:
+        return from_listmonk(body)
     unknown = set(body) - set(ImportOptions.model_fields)
     if not unknown:
         return body
-    if set(body) <= LISTMONK_KEYS:
-        return from_listmonk(body)
     raise MailPipelineError(f"unknown key in params: {sorted(unknown)[0]!r}")
 
 
