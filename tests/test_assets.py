@@ -1,0 +1,72 @@
+"""The Dagster layer: definitions load, and an import runs as one partitioned run of the assets."""
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mail_pipeline.home import POOL
+from mail_pipeline.options import build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def test_definitions_load_and_resolve_the_asset_graph():
+    from assets.definitions import defs
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys == {"raw_file", "validated_frame", "subscribers", "import_logs"}
+    job = defs.resolve_job_def("import_job")
+    assert job.executor_def.name == "in_process"
+    pools = {node.name: node.definition.pool for node in job.graph.node_dict.values()}
+    assert pools["subscribers"] == POOL and pools["import_logs"] == POOL
+
+
+def test_workspace_validates():
+    result = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_an_import_is_one_run_with_metadata_on_every_stage(instance, write_csv):
+    from assets import runs
+    path = write_csv("email,name\na@example.com,A\nnot-an-email,B\na@example.com,A again\n")
+    import_id = runs.create_import(instance)
+    result = runs.execute_import(instance, import_id, build({"source": str(path), "lists": ["news"]}))
+    assert result.success
+    materialized = {e.asset_key.to_user_string(): e.materialization.metadata
+                    for e in result.get_asset_materialization_events()}
+    assert set(materialized) == {"raw_file", "validated_frame", "subscribers", "import_logs"}
+    assert materialized["raw_file"]["row_count"].value == 3
+    assert len(materialized["raw_file"]["sha256"].value) == 64
+    assert materialized["validated_frame"]["failed"].value == 1
+    assert materialized["subscribers"]["rows_added"].value == 1
+    assert materialized["import_logs"]["skipped_duplicate"].value == 1
+    assert "not-an-email" in materialized["import_logs"]["failed_preview"].value
+    document = runs.document(instance, import_id)
+    assert document["state"] == "finished" and document["run_id"] == result.run_id
+    assert document["stats"]["subscribers"]["added"] == 1
+    assert document["stats"]["records_imported"] == 3
+    run = instance.get_run_by_id(result.run_id)
+    assert run.tags["dagster/partition"] == import_id
+
+
+def test_a_bad_file_fails_the_run_with_one_sentence_and_writes_nothing(instance, tmp_path):
+    from assets import runs
+    from mail_pipeline import home
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"\x00\x01\x02binary")
+    import_id = runs.create_import(instance)
+    result = runs.execute_import(instance, import_id, build({"source": str(path)}))
+    assert not result.success
+    document = runs.document(instance, import_id)
+    assert document["state"] == "failed"
+    assert document["error_message"] == "invalid file: not a CSV or ZIP"
+    assert not home.database_path().exists()

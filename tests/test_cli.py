@@ -1,0 +1,68 @@
+"""The command line, through a subprocess as a user runs it."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "subscribers.csv"
+
+
+def cli(*args, stdin=None, home=None):
+    env = dict(os.environ, MAIL_PIPELINE_HOME=str(home))
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run([sys.executable, "-m", "mail_pipeline.cli", *args], input=stdin,
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_import_prints_the_document_and_logs_are_readable(mail_home):
+    result = cli("import", str(SAMPLE), "--list", "newsletter", "--json", home=mail_home)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)  # nothing but the document on stdout
+    assert document["state"] == "finished" and document["lists"] == ["newsletter"]
+    subscribers = document["stats"]["subscribers"]
+    assert (subscribers["added"], subscribers["failed"], subscribers["skipped_duplicate"]) == (4, 2, 1)
+    assert sum(subscribers.values()) == document["stats"]["number_of_records"] == 7
+    added = cli("imports", "logs", document["id"], "added", home=mail_home)
+    assert added.stdout.splitlines() == ["john@example.com", "bob@example.com",
+                                         "ada.lovelace@example.org", "josé@example.com"]
+    empty = cli("imports", "logs", document["id"], "skipped_blocklisted", home=mail_home)
+    assert empty.returncode == 0 and empty.stdout == ""
+    log = cli("imports", "logs", document["id"], home=mail_home)
+    assert "imported 7 records" in log.stdout
+    shown = cli("imports", "show", document["id"], "--json", home=mail_home)
+    assert json.loads(shown.stdout)["stats"] == document["stats"]
+    listing = json.loads(cli("imports", "--json", home=mail_home).stdout)
+    assert listing["num_records"] == 1 and listing["data"][0]["id"] == document["id"]
+    assert (listing["page"], listing["per_page"], listing["num_pages"]) == (0, 100, 1)
+
+
+def test_progress_goes_to_stderr_and_plain_output_to_stdout(mail_home):
+    result = cli("import", "-", "--list", "a", stdin="email\nx@example.com\n", home=mail_home)
+    assert result.returncode == 0, result.stderr
+    assert "import 1: started" in result.stderr
+    assert "import 1: finished" in result.stdout and "added                 1" in result.stdout
+
+
+def test_errors_are_one_line_on_stderr_without_traceback(mail_home, tmp_path):
+    binary = tmp_path / "bin.csv"
+    binary.write_bytes(b"\x7fELF\x00\x00\x00")
+    no_email = tmp_path / "no_email.csv"
+    no_email.write_text("mail,name\nx@example.com,X\n")
+    cases = [
+        (("import", str(binary)), "error: invalid file: not a CSV or ZIP"),
+        (("import", str(SAMPLE), "--delimiter", "::"), "error: invalid delimiter: must be a single character"),
+        (("import", str(SAMPLE), "--mode", "nuke"), "error: invalid mode: must be 'subscribe' or 'blocklist'"),
+        (("import", str(SAMPLE), "--subscription-status", "maybe"), "error: invalid subscription_status"),
+        (("import", str(no_email)), "error: the file has no email column; its columns are: mail, name"),
+        (("import", str(tmp_path / "missing.csv")), "error: file not found"),
+        (("imports", "show", "42"), "error: import 42 not found"),
+    ]
+    for args, message in cases:
+        result = cli(*args, home=mail_home)
+        assert result.returncode != 0, args
+        assert result.stderr.strip().startswith(message), (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+        assert result.stdout == ""
+    assert not (mail_home / "subscribers.duckdb").exists()
+    assert not (mail_home / "imports").exists() or not any((mail_home / "imports").iterdir())
