@@ -113,6 +113,7 @@ WHERE s.email = v.email
 """
 
 # New subscriptions on target lists for added rows (and, in blocklist mode, for every row).
+# Only known subscribers can already hold some, so only they are checked against the table.
 _INSERT_SUBSCRIPTIONS = """
 INSERT INTO subscriptions
 SELECT c.email, t.list,
@@ -121,7 +122,8 @@ SELECT c.email, t.list,
        $now, $now
 FROM classified c CROSS JOIN (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list) t
 WHERE (c.category = 'added' OR ($mode = 'blocklist' AND c.category = 'updated'))
-  AND NOT EXISTS (SELECT 1 FROM subscriptions x WHERE x.email = c.email AND x.list = t.list)
+  AND (NOT c.known OR NOT EXISTS (
+        SELECT 1 FROM subscriptions x WHERE x.email = c.email AND x.list = t.list))
 """
 
 # Status changes on existing subscriptions: blocklisting unsubscribes from every list;
@@ -203,7 +205,7 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, chunk: p
             for sql in (_UPDATE_SUBSCRIBERS, _UPDATE_SUBSCRIPTIONS, _INSERT_SUBSCRIBERS,
                         _INSERT_SUBSCRIPTIONS):
                 _run(con, sql, params)
-            con.execute("INSERT INTO import_rows SELECT ?, row, email, category FROM classified",
+            con.execute("INSERT INTO import_rows SELECT ?, row, category FROM classified",
                         [import_id])
             con.execute("INSERT INTO import_batches VALUES (?, ?, ?, ?)",
                         [import_id, number, chunk.height, params["now"]])
@@ -217,6 +219,6 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, chunk: p
 
 
 def outcomes(con: duckdb.DuckDBPyConnection, import_id: str) -> pl.DataFrame:
-    """The committed category of every valid row of an import (row, email, category)."""
-    return con.sql("SELECT row, email, category FROM import_rows WHERE import_id = $id ORDER BY row",
+    """The committed category of every valid row of an import (row, category)."""
+    return con.sql("SELECT row, category FROM import_rows WHERE import_id = $id",
                    params={"id": import_id}).pl()

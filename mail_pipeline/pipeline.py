@@ -37,7 +37,7 @@ class Folder:
 
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
     tmp = path.with_name(path.name + ".partial")
-    frame.write_parquet(tmp)
+    frame.write_parquet(tmp, compression="lz4")  # working files: speed over size
     tmp.replace(path)
 
 
@@ -140,6 +140,7 @@ def write_import_logs(import_id: str, database: Path) -> dict:
         outcomes = merge.outcomes(con, import_id)
     finally:
         con.close()
+    outcomes = outcomes.join(pl.read_parquet(folder.valid, columns=["row", "email"]), on="row")
     counts = logs.write_category_logs(folder.path, outcomes, pl.read_parquet(folder.duplicates),
                                       pl.read_parquet(folder.failed), summary["columns"])
     result = logs.stats(summary["number_of_records"], counts, summary["number_of_records"])

@@ -82,12 +82,11 @@ def _first_csv(archive: zipfile.ZipFile) -> str:
 
 
 def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> StagedFile:
-    """Stream `stream` to `dest`, checking it is text and re-encoding it to UTF-8 on the way."""
+    """Stream `stream` to `dest`, checking it is text; UTF-8 is copied as is (less a BOM),
+    ISO-8859-1 is re-encoded to UTF-8 on the way."""
     digest = hashlib.sha256()
-    encoding = "utf-8-sig" if options.encoding == "utf-8" else "latin-1"
-    # The first chunk decides whether this is text at all; later bad bytes become U+FFFD and
-    # fail their own row instead of the whole file.
-    decoder = codecs.getincrementaldecoder(encoding)("replace")
+    latin1 = options.encoding == "iso-8859-1"
+    encoding = "latin-1" if latin1 else "utf-8-sig"
     tmp = dest.with_suffix(".partial")
     size = 0
     seen_text = False
@@ -98,13 +97,15 @@ def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> Stage
             while chunk := stream.read(_CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
-                if first and not _looks_like_text(chunk, encoding):
-                    raise MailPipelineError(NOT_CSV)
-                first = False
-                text = decoder.decode(chunk)
-                seen_text = seen_text or bool(text.strip())
-                out.write(text.encode("utf-8"))
-            out.write(decoder.decode(b"", final=True).encode("utf-8"))
+                if first:
+                    # The first chunk decides whether this is text at all; a bad byte further
+                    # on fails its own row (the reader rejects it), not the whole file.
+                    if not _looks_like_text(chunk, encoding):
+                        raise MailPipelineError(NOT_CSV)
+                    chunk = chunk.removeprefix(codecs.BOM_UTF8) if not latin1 else chunk
+                    first = False
+                seen_text = seen_text or bool(chunk.strip())
+                out.write(chunk.decode("latin-1").encode("utf-8") if latin1 else chunk)
         if not seen_text:
             raise MailPipelineError("invalid file: the file is empty")
         os.replace(tmp, dest)
@@ -114,19 +115,17 @@ def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> Stage
 
 
 def _looks_like_text(chunk: bytes, encoding: str) -> bool:
+    """No NUL bytes and (almost) every byte decodes: a stray bad byte is a bad row, not a bad file."""
     sample = chunk[:8192]
     if b"\x00" in sample:
         return False
-    try:
-        codecs.getincrementaldecoder(encoding)("strict").decode(sample)
-    except UnicodeDecodeError:
-        return False
-    return True
+    text = codecs.getincrementaldecoder(encoding)("replace").decode(sample)
+    return text.count("\ufffd") <= max(4, len(text) // 50)
 
 
 def read_header(path: Path, options: ImportOptions) -> list[str]:
     """The first record's cells, trimmed: the header's names (or, without one, the width)."""
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
         return _first_record(f, options)
 
 

@@ -38,11 +38,11 @@ CREATE TABLE IF NOT EXISTS import_batches (
     rows INTEGER NOT NULL,
     committed_at TIMESTAMPTZ NOT NULL
 );
--- The fate of every valid row, committed with the batch that decided it.
+-- The fate of every valid row (by its row number in the file), committed with the batch that
+-- decided it; the row's email is in the import's validated frame.
 CREATE TABLE IF NOT EXISTS import_rows (
     import_id VARCHAR NOT NULL,
     row BIGINT NOT NULL,
-    email VARCHAR NOT NULL,
     category VARCHAR NOT NULL
 );
 """

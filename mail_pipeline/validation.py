@@ -22,8 +22,10 @@ class ParsedRow(pa.DataFrameModel):
 class ValidRow(pa.DataFrameModel):
     """The validated frame handed to the merge: one row per subscriber key."""
 
-    row: int = pa.Field(ge=1, unique=True)
-    email: str = pa.Field(nullable=False, unique=True)
+    # Uniqueness of `email` holds by construction (deduplication); checking it again here
+    # would cost a second pass over a million strings.
+    row: int = pa.Field(ge=1)
+    email: str = pa.Field(nullable=False)
     name: str = pa.Field(nullable=True)
     subscriber_status: str = pa.Field(nullable=True)
     subscription_status: str = pa.Field(nullable=True)
@@ -100,15 +102,15 @@ def validate(records: Records, columns: list[str], mapping: Mapping) -> Validate
     """Parse, check and deduplicate the records; the first occurrence of an email wins."""
     parsed = parse(records, mapping)
     failures = reasons(parsed, columns, mapping)
-    flagged = parsed.with_row_index("index").join(failures, on="index", how="left")
-    ok = flagged.filter(pl.col("error").is_null())
-    first = pl.col("email_key").is_first_distinct()
-    valid = ok.filter(first).select(
+    # Failures are few: mark them by position rather than joining the whole frame.
+    is_failed = pl.int_range(pl.len(), dtype=pl.UInt32).is_in(failures["index"].implode())
+    ok = parsed.filter(~is_failed).select(
         "row", pl.col("email_key").alias("email"), "name", "subscriber_status",
         "subscription_status", "attributes", "custom_fields")
-    duplicates = ok.filter(~first).select("row", pl.col("email_key").alias("email"))
-    failed_rows = records.rows.join(
-        flagged.filter(pl.col("error").is_not_null()).select("row", "error"), on="row")
+    first = ok["email"].is_first_distinct()
+    valid, duplicates = ok.filter(first), ok.filter(~first).select("row", "email")
+    failed_rows = (records.rows.with_row_index("index").join(failures, on="index")
+                   if failures.height else records.rows.clear().with_columns(error=pl.lit(None, pl.String)))
     failed = pl.concat([
         failed_rows.select(
             "row", pl.lit(None, pl.Int64).alias("line"),

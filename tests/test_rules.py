@@ -260,3 +260,11 @@ def log_path_of(import_id):
     from mail_pipeline import home
     from mail_pipeline.logs import log_path
     return log_path(home.import_dir(import_id), "failed")
+
+
+def test_a_stray_invalid_utf8_byte_fails_its_row_not_the_file(tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(b"email,name\na@example.com,Ann\xff\xfe\nb@example.com,Bob\n")
+    import_id, stats = run_import(path, lists=["news"])
+    assert categories(stats) == {"added": 1, "failed": 1}
+    assert log_lines(import_id, "failed")[1].endswith("unreadable record: invalid encoding")
