@@ -31,31 +31,30 @@ CASE
 END
 """
 
+# Subscribers are looked up once; only the rows found are then looked up among the
+# subscriptions, which keeps the second join small when most rows are new.
 _CLASSIFY = f"""
 CREATE OR REPLACE TEMP TABLE classified AS
 WITH target AS (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list),
+looked_up AS MATERIALIZED (
+  SELECT b.*, s.email IS NOT NULL AS known, s.status AS current_status, {{new_rank}} AS new_rank
+  FROM batch b LEFT JOIN subscribers s ON s.email = b.email
+),
 on_targets AS (
   SELECT x.email, count(*) AS on_lists,
          bool_or(x.status = 'unsubscribed') AS any_unsubscribed,
          bool_or(x.status = 'bounced') AS any_bounced,
          bool_or(x.status = 'deactivated') AS any_deactivated,
          bool_or(x.status = 'complained') AS any_complained
-  FROM subscriptions x JOIN batch b ON x.email = b.email
+  FROM subscriptions x JOIN (SELECT email FROM looked_up WHERE known) k ON x.email = k.email
   WHERE x.list IN (SELECT list FROM target)
   GROUP BY x.email
 ),
 joined AS (
-  SELECT b.*, s.email IS NOT NULL AS known, s.status AS current_status,
-         coalesce(t.on_lists, 0) AS on_lists, {_GATE} AS gate,
+  SELECT l.*, coalesce(t.on_lists, 0) AS on_lists, {_GATE} AS gate,
          coalesce(t.any_unsubscribed, false) AS any_unsubscribed,
-         -- attributes from the file and its custom-field columns, merged key by key
-         json_merge_patch(coalesce(b.attributes, '{{}}'), coalesce(b.custom_fields, '{{}}')) AS new_attributes,
-         (b.attributes IS NOT NULL OR b.custom_fields IS NOT NULL) AS has_attributes,
-         CASE WHEN s.email IS NULL
-              THEN row_number() OVER (PARTITION BY s.email IS NULL ORDER BY b.row) END AS new_rank
-  FROM batch b
-  LEFT JOIN subscribers s ON s.email = b.email
-  LEFT JOIN on_targets t ON t.email = b.email
+         (l.attributes IS NOT NULL OR l.custom_fields IS NOT NULL) AS has_attributes
+  FROM looked_up l LEFT JOIN on_targets t ON t.email = l.email
 )
 SELECT *,
   CASE
@@ -76,23 +75,30 @@ SELECT *,
 FROM joined
 """
 
+# Attributes from the file and its custom-field columns, merged key by key. json_merge_patch
+# also re-serialises, so stored JSON has one spelling and re-imports compare equal.
+_NEW_ATTRIBUTES = "json_merge_patch(coalesce(c.attributes, '{}'), coalesce(c.custom_fields, '{}'))"
+
+# Ranking new rows sorts the whole batch, so it is done only when a subscriber limit is set.
+_NEW_RANK = "CASE WHEN s.email IS NULL THEN row_number() OVER (PARTITION BY s.email IS NULL ORDER BY b.row) END"
+
 _INSERT_LISTS = """
 INSERT INTO lists
 SELECT DISTINCT name, $now FROM unnest($lists::VARCHAR[]) AS t(name)
 WHERE name NOT IN (SELECT name FROM lists)
 """
 
-_INSERT_SUBSCRIBERS = """
+_INSERT_SUBSCRIBERS = f"""
 INSERT INTO subscribers
 SELECT email, name,
        CASE WHEN $mode = 'blocklist' THEN 'blocklisted' ELSE coalesce(subscriber_status, 'enabled') END,
-       json_merge_patch('{}', new_attributes), $now, $now
-FROM classified WHERE category = 'added' AND NOT known
+       {_NEW_ATTRIBUTES}, $now, $now
+FROM classified c WHERE category = 'added' AND NOT known
 """
 
 # Existing subscribers that are updated, or added to a list while overwrite is on, take the
 # file's values where overwrite_what allows; updated_at moves only if a value changes.
-_UPDATE_SUBSCRIBERS = """
+_UPDATE_SUBSCRIBERS = f"""
 UPDATE subscribers AS s SET
   name = v.name, status = v.status, attributes = v.attributes,
   updated_at = $now
@@ -102,7 +108,7 @@ FROM (
     CASE WHEN $mode = 'blocklist' THEN 'blocklisted'
          WHEN $status AND c.subscriber_status IS NOT NULL THEN c.subscriber_status
          ELSE s.status END AS status,
-    CASE WHEN $custom_fields AND c.has_attributes THEN json_merge_patch(s.attributes, c.new_attributes)
+    CASE WHEN $custom_fields AND c.has_attributes THEN json_merge_patch(s.attributes, {_NEW_ATTRIBUTES})
          ELSE s.attributes END AS attributes
   FROM classified c JOIN subscribers s ON s.email = c.email
   WHERE c.known AND (c.category = 'updated' OR (c.category = 'added' AND $overwrite))
@@ -113,7 +119,7 @@ WHERE s.email = v.email
 """
 
 # New subscriptions on target lists for added rows (and, in blocklist mode, for every row).
-# Only known subscribers can already hold some, so only they are checked against the table.
+# A new subscriber has none yet; a known one may hold some, so only those are checked.
 _INSERT_SUBSCRIPTIONS = """
 INSERT INTO subscriptions
 SELECT c.email, t.list,
@@ -121,10 +127,11 @@ SELECT c.email, t.list,
             ELSE coalesce(c.subscription_status, $subscription_status) END,
        $now, $now
 FROM classified c CROSS JOIN (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list) t
-WHERE (c.category = 'added' OR ($mode = 'blocklist' AND c.category = 'updated'))
-  AND (NOT c.known OR NOT EXISTS (
-        SELECT 1 FROM subscriptions x WHERE x.email = c.email AND x.list = t.list))
+WHERE (c.category = 'added' OR ($mode = 'blocklist' AND c.category = 'updated')) AND {known}
 """
+_INSERT_SUBSCRIPTIONS_NEW = _INSERT_SUBSCRIPTIONS.replace("{known}", "NOT c.known")
+_INSERT_SUBSCRIPTIONS_KNOWN = _INSERT_SUBSCRIPTIONS.replace("{known}", """c.known
+  AND NOT EXISTS (SELECT 1 FROM subscriptions x WHERE x.email = c.email AND x.list = t.list)""")
 
 # Status changes on existing subscriptions: blocklisting unsubscribes from every list;
 # subscribe_unsubscribed re-subscribes on target lists; an allowed overwrite sets the file's status.
@@ -201,9 +208,10 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, chunk: p
         con.execute("BEGIN TRANSACTION")
         try:
             _run(con, _INSERT_LISTS, params)
-            _run(con, _CLASSIFY, params)
+            new_rank = _NEW_RANK if options.subscriber_limit is not None else "NULL::BIGINT"
+            _run(con, _CLASSIFY.replace("{new_rank}", new_rank), params)
             for sql in (_UPDATE_SUBSCRIBERS, _UPDATE_SUBSCRIPTIONS, _INSERT_SUBSCRIBERS,
-                        _INSERT_SUBSCRIPTIONS):
+                        _INSERT_SUBSCRIPTIONS_KNOWN, _INSERT_SUBSCRIPTIONS_NEW):
                 _run(con, sql, params)
             con.execute("INSERT INTO import_rows SELECT ?, row, category FROM classified",
                         [import_id])

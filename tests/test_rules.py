@@ -153,7 +153,7 @@ def test_a_failed_batch_leaves_nothing_behind(write_csv, monkeypatch):
     original = merge._run
 
     def crash_in_second_batch(con, sql, params):
-        if "INSERT INTO subscriptions" in sql:
+        if sql is merge._INSERT_SUBSCRIPTIONS_NEW:  # after this batch inserted its subscribers
             calls["n"] += 1
             if calls["n"] == 2:
                 raise KeyboardInterrupt  # a BaseException, like a Dagster cancel
