@@ -1,11 +1,15 @@
 """The merge (spec §3 "Fate"): decide each valid row's category against the store and apply it.
 
-Rows are applied in batches; each batch is one transaction holding its effects, the category of
-each of its rows and a marker that it was applied. A batch whose marker exists is skipped, so a
-resumed import never applies a row twice and a crash never leaves half a batch.
+Every row is classified against the store in one pass, then applied in batches; each batch is
+one transaction holding its effects and a marker that it was applied, and the category of each of
+its rows is written to a file just before that commit. A batch whose marker exists is skipped, so
+a resumed import never applies a row twice and a crash never leaves half a batch. (Rows of one
+import have distinct emails, so applying one batch never changes another batch's categories.)
 """
+import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Optional
 
 import duckdb
@@ -34,11 +38,11 @@ END
 # Subscribers are looked up once; only the rows found are then looked up among the
 # subscriptions, which keeps the second join small when most rows are new.
 _CLASSIFY = f"""
-CREATE OR REPLACE TEMP TABLE classified AS
+CREATE OR REPLACE TEMP TABLE classified_all AS
 WITH target AS (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list),
 looked_up AS MATERIALIZED (
-  SELECT b.*, s.email IS NOT NULL AS known, s.status AS current_status, {{new_rank}} AS new_rank
-  FROM batch b LEFT JOIN subscribers s ON s.email = b.email
+  SELECT b.*, s.email IS NOT NULL AS known, s.status AS current_status
+  FROM incoming b LEFT JOIN subscribers s ON s.email = b.email
 ),
 on_targets AS (
   SELECT x.email, count(*) AS on_lists,
@@ -58,8 +62,6 @@ joined AS (
 )
 SELECT *,
   CASE
-    WHEN NOT known AND $limit IS NOT NULL
-         AND new_rank + (SELECT count(*) FROM subscribers) > $limit THEN 'skipped_over_limit'
     WHEN NOT known THEN 'added'
     WHEN $mode = 'blocklist' THEN 'updated'
     WHEN current_status = 'blocklisted' THEN 'skipped_blocklisted'
@@ -79,8 +81,17 @@ FROM joined
 # also re-serialises, so stored JSON has one spelling and re-imports compare equal.
 _NEW_ATTRIBUTES = "json_merge_patch(coalesce(c.attributes, '{}'), coalesce(c.custom_fields, '{}'))"
 
-# Ranking new rows sorts the whole batch, so it is done only when a subscriber limit is set.
-_NEW_RANK = "CASE WHEN s.email IS NULL THEN row_number() OVER (PARTITION BY s.email IS NULL ORDER BY b.row) END"
+# One batch's rows. With a subscriber limit, new subscribers beyond it are skipped, counted
+# against the store as it stands when the batch commits (ranking sorts, so only then).
+_BATCH = "CREATE OR REPLACE TEMP TABLE classified AS SELECT * FROM classified_all WHERE batch = $batch"
+_BATCH_WITH_LIMIT = """
+CREATE OR REPLACE TEMP TABLE classified AS
+SELECT * REPLACE (CASE
+    WHEN NOT known AND row_number() OVER (PARTITION BY known ORDER BY row)
+         + (SELECT count(*) FROM subscribers) > $limit THEN 'skipped_over_limit'
+    ELSE category END AS category)
+FROM classified_all WHERE batch = $batch
+"""
 
 _INSERT_LISTS = """
 INSERT INTO lists
@@ -185,48 +196,63 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> None:
 
 
 def merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: pl.DataFrame,
-          options: ImportOptions, on_progress: Optional[Callable[[Progress], None]] = None) -> None:
-    """Apply the valid rows (sorted by row) batch by batch; batches already committed are skipped."""
-    valid = valid.sort("row")
+          options: ImportOptions, outcomes_dir: Path,
+          on_progress: Optional[Callable[[Progress], None]] = None) -> None:
+    """Classify the valid rows, then apply them batch by batch (committed batches are skipped).
+    Each batch's categories go to `outcomes_dir/batch-N.parquet` (row, category)."""
     size = options.batch_size
+    valid = valid.sort("row").with_columns((pl.int_range(pl.len()) // size).alias("batch"))
     batches = max(1, -(-valid.height // size))
     done = {b for (b,) in con.execute(
         "SELECT batch FROM import_batches WHERE import_id = ?", [import_id]).fetchall()}
+    params = _parameters(options, datetime.now(timezone.utc))
+    outcomes_dir.mkdir(parents=True, exist_ok=True)
+    con.register("incoming", valid.to_arrow())
+    try:
+        _run(con, _CLASSIFY, params)
+    finally:
+        con.unregister("incoming")
     for number in range(batches):
-        chunk = valid.slice(number * size, size)
         if number not in done:
-            _apply(con, import_id, number, chunk, options)
+            _apply(con, import_id, number, options, outcomes_dir)
         if on_progress:
             on_progress(Progress(number + 1, batches, min((number + 1) * size, valid.height)))
+    con.execute("DROP TABLE IF EXISTS classified_all")
 
 
-def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, chunk: pl.DataFrame,
-           options: ImportOptions) -> None:
-    params = _parameters(options, datetime.now(timezone.utc))
-    con.register("batch", chunk.to_arrow())
+def outcome_path(outcomes_dir: Path, number: int) -> Path:
+    return outcomes_dir / f"batch-{number:06d}.parquet"
+
+
+def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options: ImportOptions,
+           outcomes_dir: Path) -> None:
+    params = {**_parameters(options, datetime.now(timezone.utc)), "batch": number}
+    con.execute("BEGIN TRANSACTION")
     try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            _run(con, _INSERT_LISTS, params)
-            new_rank = _NEW_RANK if options.subscriber_limit is not None else "NULL::BIGINT"
-            _run(con, _CLASSIFY.replace("{new_rank}", new_rank), params)
-            for sql in (_UPDATE_SUBSCRIBERS, _UPDATE_SUBSCRIPTIONS, _INSERT_SUBSCRIBERS,
-                        _INSERT_SUBSCRIPTIONS_KNOWN, _INSERT_SUBSCRIPTIONS_NEW):
-                _run(con, sql, params)
-            con.execute("INSERT INTO import_rows SELECT ?, row, category FROM classified",
-                        [import_id])
-            con.execute("INSERT INTO import_batches VALUES (?, ?, ?, ?)",
-                        [import_id, number, chunk.height, params["now"]])
-            con.execute("COMMIT")
-        except BaseException:
-            # BaseException: a Dagster cancel interrupts with a BaseException subclass.
-            con.execute("ROLLBACK")
-            raise
-    finally:
-        con.unregister("batch")
+        _run(con, _INSERT_LISTS, params)
+        _run(con, _BATCH if options.subscriber_limit is None else _BATCH_WITH_LIMIT, params)
+        for sql in (_UPDATE_SUBSCRIBERS, _UPDATE_SUBSCRIPTIONS, _INSERT_SUBSCRIBERS,
+                    _INSERT_SUBSCRIPTIONS_KNOWN, _INSERT_SUBSCRIPTIONS_NEW):
+            _run(con, sql, params)
+        rows = con.sql("SELECT row, category FROM classified").pl()
+        # Written before the commit: if the commit never happens the batch is applied again
+        # and this file rewritten; once it happens, the file is already there.
+        path = outcome_path(outcomes_dir, number)
+        tmp = path.with_name(path.name + ".partial")
+        rows.write_parquet(tmp)
+        os.replace(tmp, path)
+        con.execute("INSERT INTO import_batches VALUES (?, ?, ?, ?)",
+                    [import_id, number, rows.height, params["now"]])
+        con.execute("COMMIT")
+    except BaseException:
+        # BaseException: a Dagster cancel interrupts with a BaseException subclass.
+        con.execute("ROLLBACK")
+        raise
 
 
-def outcomes(con: duckdb.DuckDBPyConnection, import_id: str) -> pl.DataFrame:
+def outcomes(outcomes_dir: Path) -> pl.DataFrame:
     """The committed category of every valid row of an import (row, category)."""
-    return con.sql("SELECT row, category FROM import_rows WHERE import_id = $id",
-                   params={"id": import_id}).pl()
+    files = sorted(outcomes_dir.glob("batch-*.parquet"))
+    if not files:
+        return pl.DataFrame(schema={"row": pl.Int64, "category": pl.String})
+    return pl.read_parquet(files)

@@ -33,6 +33,7 @@ class Folder:
     validation = property(lambda self: self.path / "validation.json")
     progress = property(lambda self: self.path / "progress.json")
     stats = property(lambda self: self.path / "stats.json")
+    outcomes = property(lambda self: self.path / "outcomes")
 
 
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
@@ -123,24 +124,18 @@ def merge_import(import_id: str, database: Path,
 
     con = store.connect(database)
     try:
-        merge.merge(con, import_id, valid, options, progress)
-        counts = con.execute("SELECT category, count(*) FROM import_rows WHERE import_id = ?"
-                             " GROUP BY category", [import_id]).fetchall()
+        merge.merge(con, import_id, valid, options, folder.outcomes, progress)
     finally:
         con.close()
-    return dict(counts)
+    counts = merge.outcomes(folder.outcomes)["category"].value_counts()
+    return dict(counts.iter_rows())
 
 
-def write_import_logs(import_id: str, database: Path) -> dict:
+def write_import_logs(import_id: str) -> dict:
     """Stage 4, the logs: one file per category, the stats, and the closing log line."""
     folder = Folder.of(import_id)
     summary = logs.read_json(folder.validation)
-    con = store.connect(database)
-    try:
-        outcomes = merge.outcomes(con, import_id)
-    finally:
-        con.close()
-    outcomes = outcomes.join(pl.read_parquet(folder.valid, columns=["row", "email"]), on="row")
+    outcomes = merge.outcomes(folder.outcomes).join(pl.read_parquet(folder.valid, columns=["row", "email"]), on="row")
     counts = logs.write_category_logs(folder.path, outcomes, pl.read_parquet(folder.duplicates),
                                       pl.read_parquet(folder.failed), summary["columns"])
     result = logs.stats(summary["number_of_records"], counts, summary["number_of_records"])

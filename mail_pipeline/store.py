@@ -31,19 +31,13 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     updated_at TIMESTAMPTZ NOT NULL
 );
 -- One row per committed batch, written in the batch's own transaction: a batch found here
--- was applied, completely, and is never applied again.
+-- was applied, completely, and is never applied again. (Each row's category is in the
+-- import's folder, outcomes/batch-N.parquet, written just before that commit.)
 CREATE TABLE IF NOT EXISTS import_batches (
     import_id VARCHAR NOT NULL,
     batch INTEGER NOT NULL,
     rows INTEGER NOT NULL,
     committed_at TIMESTAMPTZ NOT NULL
-);
--- The fate of every valid row (by its row number in the file), committed with the batch that
--- decided it; the row's email is in the import's validated frame.
-CREATE TABLE IF NOT EXISTS import_rows (
-    import_id VARCHAR NOT NULL,
-    row BIGINT NOT NULL,
-    category VARCHAR NOT NULL
 );
 """
 

@@ -15,7 +15,7 @@ def run_import(source: Path, **options) -> tuple[str, dict]:
     pipeline.stage_raw(import_id, opts, source)
     pipeline.validate_import(import_id)
     pipeline.merge_import(import_id, home.database_path())
-    return import_id, pipeline.write_import_logs(import_id, home.database_path())
+    return import_id, pipeline.write_import_logs(import_id)
 
 
 def categories(stats: dict) -> dict:
