@@ -45,7 +45,7 @@ looked_up AS MATERIALIZED (
   FROM incoming b LEFT JOIN subscribers s ON s.email = b.email
 ),
 on_targets AS (
-  SELECT x.email, count(*) AS on_lists,
+  SELECT x.email, count(*) AS on_lists, list(x.list) AS lists_on,
          bool_or(x.status = 'unsubscribed') AS any_unsubscribed,
          bool_or(x.status = 'bounced') AS any_bounced,
          bool_or(x.status = 'deactivated') AS any_deactivated,
@@ -55,7 +55,7 @@ on_targets AS (
   GROUP BY x.email
 ),
 joined AS (
-  SELECT l.*, coalesce(t.on_lists, 0) AS on_lists, {_GATE} AS gate,
+  SELECT l.*, coalesce(t.on_lists, 0) AS on_lists, t.lists_on, {_GATE} AS gate,
          coalesce(t.any_unsubscribed, false) AS any_unsubscribed,
          (l.attributes IS NOT NULL OR l.custom_fields IS NOT NULL) AS has_attributes
   FROM looked_up l LEFT JOIN on_targets t ON t.email = l.email
@@ -81,11 +81,13 @@ FROM joined
 # also re-serialises, so stored JSON has one spelling and re-imports compare equal.
 _NEW_ATTRIBUTES = "json_merge_patch(coalesce(c.attributes, '{}'), coalesce(c.custom_fields, '{}'))"
 
-# One batch's rows. With a subscriber limit, new subscribers beyond it are skipped, counted
+# One batch's rows, as a view (classified_all is in row order, so the filter reads only the
+# batch's row groups). With a subscriber limit, new subscribers beyond it are skipped, counted
 # against the store as it stands when the batch commits (ranking sorts, so only then).
-_BATCH = "CREATE OR REPLACE TEMP TABLE classified AS SELECT * FROM classified_all WHERE batch = $batch"
+# Views take no parameters; the batch number is an int formatted in, never user text.
+_BATCH = "CREATE OR REPLACE TEMP VIEW classified AS SELECT * FROM classified_all WHERE batch = {batch:d}"
 _BATCH_WITH_LIMIT = """
-CREATE OR REPLACE TEMP TABLE classified AS
+CREATE OR REPLACE TEMP TABLE limited AS
 SELECT * REPLACE (CASE
     WHEN NOT known AND row_number() OVER (PARTITION BY known ORDER BY row)
          + (SELECT count(*) FROM subscribers) > $limit THEN 'skipped_over_limit'
@@ -130,7 +132,7 @@ WHERE s.email = v.email
 """
 
 # New subscriptions on target lists for added rows (and, in blocklist mode, for every row).
-# A new subscriber has none yet; a known one may hold some, so only those are checked.
+# A new subscriber has none yet; a known one holds those in `lists_on` (found when classifying).
 _INSERT_SUBSCRIPTIONS = """
 INSERT INTO subscriptions
 SELECT c.email, t.list,
@@ -141,8 +143,8 @@ FROM classified c CROSS JOIN (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list)
 WHERE (c.category = 'added' OR ($mode = 'blocklist' AND c.category = 'updated')) AND {known}
 """
 _INSERT_SUBSCRIPTIONS_NEW = _INSERT_SUBSCRIPTIONS.replace("{known}", "NOT c.known")
-_INSERT_SUBSCRIPTIONS_KNOWN = _INSERT_SUBSCRIPTIONS.replace("{known}", """c.known
-  AND NOT EXISTS (SELECT 1 FROM subscriptions x WHERE x.email = c.email AND x.list = t.list)""")
+_INSERT_SUBSCRIPTIONS_KNOWN = _INSERT_SUBSCRIPTIONS.replace(
+    "{known}", "c.known AND NOT list_contains(coalesce(c.lists_on, []), t.list)")
 
 # Status changes on existing subscriptions: blocklisting unsubscribes from every list;
 # subscribe_unsubscribed re-subscribes on target lists; an allowed overwrite sets the file's status.
@@ -230,7 +232,11 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
     con.execute("BEGIN TRANSACTION")
     try:
         _run(con, _INSERT_LISTS, params)
-        _run(con, _BATCH if options.subscriber_limit is None else _BATCH_WITH_LIMIT, params)
+        if options.subscriber_limit is None:
+            con.execute(_BATCH.format(batch=number))
+        else:  # materialised: the count it ranks against moves as the batch inserts
+            _run(con, _BATCH_WITH_LIMIT, params)
+            con.execute("CREATE OR REPLACE TEMP VIEW classified AS SELECT * FROM limited")
         for sql in (_UPDATE_SUBSCRIBERS, _UPDATE_SUBSCRIPTIONS, _INSERT_SUBSCRIBERS,
                     _INSERT_SUBSCRIPTIONS_KNOWN, _INSERT_SUBSCRIPTIONS_NEW):
             _run(con, sql, params)

@@ -54,7 +54,7 @@ class ImportOptions(BaseModel):
     header: bool = True
     mapping: Optional[list[str]] = None  # positional (GreenArrow `column_mapping`)
     subscriber_limit: Optional[int] = None
-    batch_size: int = 100_000
+    batch_size: int = 250_000  # rows per transaction: fewer commits, still bounded work per batch
 
     def effective_subscription_status(self) -> str:
         """listmonk's default: unconfirmed when subscribing, unsubscribed when blocklisting."""
