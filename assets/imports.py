@@ -26,9 +26,20 @@ def reported(import_id: str):
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
-def _failed_preview(folder: pipeline.Folder) -> dg.MetadataValue:
-    lines = logs.log_path(folder.path, "failed").read_text(encoding="utf-8").splitlines()
-    return dg.MetadataValue.md("```\n" + "\n".join(lines[:21]) + "\n```")
+def _failed_preview(folder: pipeline.Folder, limit: int = 20) -> dg.MetadataValue:
+    """The first failed rows as a table: the file's columns, then the reason."""
+    import csv
+
+    with open(logs.log_path(folder.path, "failed"), encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = [row for _, row in zip(range(limit), reader)]
+    names = [f"{i}: {name}" for i, name in enumerate(header)]  # header names may repeat
+    schema = dg.TableSchema(columns=[dg.TableColumn(n, "string") for n in names])
+    width = len(header) - 1  # a row with the wrong number of fields is padded or cut to fit
+    records = [dg.TableRecord(dict(zip(names, [*(row[:-1] + [""] * width)[:width], row[-1]])))
+               for row in rows]
+    return dg.MetadataValue.table(records=records, schema=schema)
 
 
 @dg.asset(partitions_def=imports_partitions, group_name="imports", kinds={"csv"})

@@ -49,7 +49,9 @@ def test_an_import_is_one_run_with_metadata_on_every_stage(instance, write_csv):
     assert materialized["validated_frame"]["failed"].value == 1
     assert materialized["subscribers"]["rows_added"].value == 1
     assert materialized["import_logs"]["skipped_duplicate"].value == 1
-    assert "not-an-email" in materialized["import_logs"]["failed_preview"].value
+    preview = materialized["import_logs"]["failed_preview"]
+    assert [r.data for r in preview.records] == [
+        {"0: email": "not-an-email", "1: name": "B", "2: error": "An email address must have an @-sign."}]
     document = runs.document(instance, import_id)
     assert document["state"] == "finished" and document["run_id"] == result.run_id
     assert document["stats"]["subscribers"]["added"] == 1
