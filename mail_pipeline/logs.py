@@ -51,14 +51,20 @@ def stats(number_of_records: int, counts: dict[str, int], records_imported: int)
 
 def write_category_logs(folder: Path, outcomes: pl.DataFrame, duplicates: pl.DataFrame,
                         failed: pl.DataFrame, header: list[str]) -> dict[str, int]:
-    """Write every category's log and return the count of each."""
+    """Write every category's log (emails in file order) and return the count of each."""
     rows = pl.concat([outcomes.select("row", "email", "category"),
                       duplicates.select("row", "email", pl.lit("skipped_duplicate").alias("category"))])
+    groups = rows.sort("row").partition_by("category", as_dict=True, include_key=False)
     counts = {c: 0 for c in CATEGORIES}
     for category in EMAIL_CATEGORIES:
-        emails = rows.filter(pl.col("category") == category).sort("row")["email"]
-        counts[category] = emails.len()
-        write_atomically(log_path(folder, category), "".join(e + "\n" for e in emails))
+        emails = groups.get((category,), pl.DataFrame(schema={"row": pl.Int64, "email": pl.String}))
+        counts[category] = emails.height
+        path = log_path(folder, category)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".partial")
+        # One normalized email per line, never quoted (GreenArrow's flat list).
+        emails.select("email").write_csv(tmp, include_header=False, quote_style="never")
+        os.replace(tmp, path)
     counts["failed"] = failed.height
     write_atomically(log_path(folder, "failed"), _failed_csv(failed, header))
     return counts
