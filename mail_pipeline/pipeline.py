@@ -68,7 +68,8 @@ def stage_raw(import_id: str, options: ImportOptions, source: Path) -> dict:
     folder.path.mkdir(parents=True, exist_ok=True)
     staged = reading.stage_source(source, folder.source, options)
     lines = _count_lines(staged.path)
-    logs.write_json(folder.options, {"options": options.model_dump(), "origin": staged.origin})
+    logs.write_json(folder.options, {"options": options.model_dump(), "origin": staged.origin,
+                                     "line_endings": staged.line_endings})
     logs.append_log(folder.path, f"importing {staged.origin!r}: mode {options.mode}, lists "
                     f"{', '.join(options.lists) or '(none)'}, overwrite {str(options.overwrite).lower()}")
     return {"path": str(staged.path), "size": staged.size, "sha256": staged.sha256,
@@ -90,7 +91,8 @@ def validate_import(import_id: str) -> dict:
     options = load_options(folder)
     columns = columns_of(reading.read_header(folder.source, options), options)
     resolved = mapping.resolve(columns, options)
-    records = reading.read_records(folder.source, options, len(columns))
+    line_endings = json.loads(folder.options.read_text()).get("line_endings", "mixed")
+    records = reading.read_records(folder.source, options, len(columns), line_endings)
     result = validation.validate(records, columns, resolved)
     _write_parquet(result.valid, folder.valid)
     _write_parquet(result.failed, folder.failed)

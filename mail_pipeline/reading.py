@@ -10,6 +10,8 @@ import csv
 import hashlib
 import io
 import os
+import re
+import sys
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +35,34 @@ class StagedFile:
     size: int
     sha256: str
     origin: str  # the source, and for a ZIP the entry that was taken
+    line_endings: str  # "lf", "crlf", or "mixed" (CR-only or several kinds)
+
+
+class _LineEndings:
+    """Counts CRLF, lone LF and lone CR across chunks (a CRLF may straddle two chunks)."""
+
+    def __init__(self) -> None:
+        self.crlf = self.lf = self.cr = 0
+        self._last = b""
+
+    def feed(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        straddling = self._last == b"\r" and chunk[:1] == b"\n"
+        crlf = chunk.count(b"\r\n") + straddling
+        self.crlf += crlf
+        self.lf += chunk.count(b"\n") - crlf
+        self.cr += chunk.count(b"\r") - crlf + straddling
+        self._last = chunk[-1:]
+
+    def kind(self) -> str:
+        # A lone CR at the very end of the file is counted until then; that is fine here.
+        if self.cr or (self.crlf and self.lf):
+            return "mixed"
+        return "crlf" if self.crlf else "lf"
+
+
+_LEADING_BLANK_LINES = re.compile(rb"\A(?:[ \t]*(?:\r\n|\n|\r))+")
 
 
 @contextmanager
@@ -41,7 +71,8 @@ def open_source(source: Path) -> Iterator[tuple[BinaryIO, str]]:
     if not source.is_file():
         raise MailPipelineError(f"file not found: {source}")
     with open(source, "rb") as probe:
-        is_zip = probe.read(2) == b"PK"
+        # A ZIP's local-file or empty-archive signature; a CSV may well start with "PK".
+        is_zip = probe.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
     if not is_zip:
         with open(source, "rb") as stream:
             yield stream, str(source)
@@ -63,7 +94,7 @@ def preview_columns(source: Path, options: ImportOptions) -> list[str]:
     if not _looks_like_text(sample, encoding):
         raise MailPipelineError(NOT_CSV)
     text = codecs.getincrementaldecoder(encoding)("replace").decode(sample)
-    return _first_record(io.StringIO(text), options)
+    return _first_record(io.StringIO(text, newline=""), options)
 
 
 def stage_source(source: Path, dest: Path, options: ImportOptions) -> StagedFile:
@@ -74,11 +105,16 @@ def stage_source(source: Path, dest: Path, options: ImportOptions) -> StagedFile
 
 
 def _first_csv(archive: zipfile.ZipFile) -> str:
+    """The first `.csv` entry by name (else the first `.tsv`/`.txt`), leaving out folders and
+    the hidden files archivers add (`__MACOSX/`, `._name`)."""
     names = sorted(info.filename for info in archive.infolist()
-                   if not info.is_dir() and info.filename.lower().endswith(CSV_SUFFIXES))
-    if not names:
-        raise MailPipelineError("invalid file: the ZIP holds no CSV file")
-    return names[0]
+                   if not info.is_dir() and not info.filename.startswith("__MACOSX/")
+                   and not info.filename.rsplit("/", 1)[-1].startswith("."))
+    for suffixes in ((".csv",), CSV_SUFFIXES):
+        found = [name for name in names if name.lower().endswith(suffixes)]
+        if found:
+            return found[0]
+    raise MailPipelineError("invalid file: the ZIP holds no CSV file")
 
 
 def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> StagedFile:
@@ -90,6 +126,7 @@ def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> Stage
     tmp = dest.with_suffix(".partial")
     size = 0
     seen_text = False
+    endings = _LineEndings()
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(tmp, "wb") as out:
@@ -103,7 +140,10 @@ def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> Stage
                     if not _looks_like_text(chunk, encoding):
                         raise MailPipelineError(NOT_CSV)
                     chunk = chunk.removeprefix(codecs.BOM_UTF8) if not latin1 else chunk
+                    # Blank lines before the header are not records, nor the header.
+                    chunk = _LEADING_BLANK_LINES.sub(b"", chunk)
                     first = False
+                endings.feed(chunk)
                 seen_text = seen_text or bool(chunk.strip())
                 out.write(chunk.decode("latin-1").encode("utf-8") if latin1 else chunk)
         if not seen_text:
@@ -111,7 +151,7 @@ def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> Stage
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    return StagedFile(dest, size, digest.hexdigest(), origin)
+    return StagedFile(dest, size, digest.hexdigest(), origin, endings.kind())
 
 
 def _looks_like_text(chunk: bytes, encoding: str) -> bool:
@@ -152,8 +192,15 @@ class Records:
         return self.rows.height + self.rejects.height
 
 
-def read_records(path: Path, options: ImportOptions, width: int) -> Records:
-    """Parse every data record of the staged file. Empty cells are null; cells keep their spaces."""
+def read_records(path: Path, options: ImportOptions, width: int, line_endings: str) -> Records:
+    """Parse every data record of the staged file. Empty cells are null; cells keep their spaces.
+
+    DuckDB's strict reader does the work when every line ends the same way; it reports each
+    record with the wrong number of fields and where it starts. Files it cannot read that way
+    (mixed or CR-only line ends, lines over its size limit) go through Python's csv module,
+    slower, with the same outcome per record."""
+    if line_endings == "mixed":
+        return _read_with_python(path, options, width)
     columns = {f"c{i}": "VARCHAR" for i in range(width)}
     con = duckdb.connect()  # in-memory: reading never touches the store
     try:
@@ -161,28 +208,42 @@ def read_records(path: Path, options: ImportOptions, width: int) -> Records:
             "SELECT * FROM read_csv(?, header=false, skip=?, delim=?, quote=?, escape=?, columns=?,"
             " auto_detect=false, strict_mode=true, null_padding=false, ignore_errors=true,"
             " store_rejects=true, all_varchar=true, parallel=true)",
-            params=[str(path), 1 if options.header else 0, options.delimiter, options.quote,
-                    options.quote, columns],
+            # skip counts records, not lines: a header with a quoted newline is one record.
+            params=[str(path), 1 if options.header else 0, options.delimiter,
+                    options.quote, options.quote, columns],
         ).pl()
         rejects = con.execute(
-            "SELECT line, any_value(csv_line ORDER BY column_idx) AS csv_line,"
-            " any_value(error_type) AS error_type FROM reject_errors GROUP BY line ORDER BY line"
+            "SELECT line, min(line_byte_position), any_value(error_type ORDER BY column_idx)"
+            " FROM reject_errors GROUP BY line ORDER BY line"
         ).fetchall()
     except duckdb.Error:
-        # DuckDB's reader gives up on some irregular files (mixed line ends, stray quotes);
-        # Python's csv module reads anything, slower, with the same outcome per record.
         return _read_with_python(path, options, width)
     finally:
         con.close()
+    if any(kind == "LINE SIZE OVER MAXIMUM" for _, _, kind in rejects):
+        return _read_with_python(path, options, width)
     rows = rows.with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64))
     rows = _drop_blank(rows, width)
-    return Records(rows, _rejects_frame([_reject(line, text, kind, options, width)
-                                         for line, text, kind in rejects if text.strip()]))
+    failed = [_reject(path, line, position, kind, options, width) for line, position, kind in rejects]
+    return Records(rows, _rejects_frame([item for item in failed if item is not None]))
 
 
-def _reject(line: int, text: str, kind: str, options: ImportOptions, width: int) -> tuple:
-    cells = next(csv.reader(io.StringIO(text.strip("\r\n")), delimiter=options.delimiter,
-                            quotechar=options.quote), [])
+def _record_at(path: Path, position: int, options: ImportOptions) -> list[str]:
+    """The record starting on the line DuckDB reports, re-read in full (its own copy is cut)."""
+    with open(path, "rb") as raw:
+        # DuckDB's position lands on, or one byte past, the line's first byte.
+        raw.seek(max(position - 1, 0))
+        start = position if raw.read(1) in (b"\n", b"\r") or position == 0 else position - 1
+        raw.seek(start)
+        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+        return next(csv.reader(text, delimiter=options.delimiter, quotechar=options.quote), [])
+
+
+def _reject(path: Path, line: int, position: int, kind: str, options: ImportOptions,
+            width: int) -> tuple | None:
+    cells = _record_at(path, position, options)
+    if len(cells) <= 1 and not "".join(cells).strip():
+        return None  # a line of spaces: blank, not a record
     if kind in ("MISSING COLUMNS", "TOO MANY COLUMNS"):
         error = f"wrong number of fields: expected {width}, found {len(cells)}"
     else:
@@ -203,16 +264,17 @@ def _drop_blank(rows: pl.DataFrame, width: int) -> pl.DataFrame:
 
 
 def _read_with_python(path: Path, options: ImportOptions, width: int) -> Records:
+    csv.field_size_limit(sys.maxsize)  # a long cell is a long cell, not an error
     data: list[list] = [[] for _ in range(width)]
     numbers: list[int] = []
     rejects: list[tuple] = []
     with open(path, encoding="utf-8", newline="", errors="replace") as f:
         reader = csv.reader(f, delimiter=options.delimiter, quotechar=options.quote)
         if options.header:
-            next(reader, None)
+            next(reader, None)  # staging removed blank lines before it
         for record in reader:
-            if not any(cell.strip() for cell in record):
-                continue
+            if len(record) <= 1 and not "".join(record).strip():
+                continue  # a blank line is not a record
             if len(record) != width:
                 rejects.append((reader.line_num, record,
                                 f"wrong number of fields: expected {width}, found {len(record)}"))

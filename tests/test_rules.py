@@ -26,7 +26,7 @@ def test_a_file_without_an_email_column_is_refused_naming_its_columns(write_csv)
 
 def test_reading_routes_wrong_field_counts_to_failed_and_skips_blank_lines(write_csv, tmp_path):
     path = write_csv('email,name\na@example.com,A\n\nb@example.com\nc@example.com,C,extra\n"d\n@x",D\n')
-    records = read_records(path, build({}), 2)
+    records = read_records(path, build({}), 2, "lf")
     assert records.rows["c0"].to_list() == ["a@example.com", "d\n@x"]
     assert records.rejects["error"].to_list() == [
         "wrong number of fields: expected 2, found 1", "wrong number of fields: expected 2, found 3"]
@@ -268,3 +268,50 @@ def test_a_stray_invalid_utf8_byte_fails_its_row_not_the_file(tmp_path):
     import_id, stats = run_import(path, lists=["news"])
     assert categories(stats) == {"added": 1, "failed": 1}
     assert log_lines(import_id, "failed")[1].endswith("unreadable record: invalid encoding")
+
+
+@pytest.mark.parametrize("content", [
+    b'email,name\r\na@x.com,"yy"\nb@x.com,B\r\n',   # mixed line ends
+    b"email,name\ra@x.com,A\rb@x.com,B\r",          # CR only
+    b"\n\r\n  \nemail,name\na@x.com,A\nb@x.com,B\n",  # blank lines before the header
+    b'"e\nmail",name\na@x.com,A\nb@x.com,B\n',       # a header spanning two lines
+])
+def test_line_ends_and_blank_lines_never_lose_a_row(tmp_path, content):
+    path = tmp_path / "in.csv"
+    path.write_bytes(content)
+    options = {"mapping": ["email", "name"]} if content.startswith(b'"e') else {}
+    _, stats = run_import(path, lists=["news"], **options)
+    assert stats["number_of_records"] == 2
+    assert categories(stats) == {"added": 2}
+
+
+def test_a_csv_that_starts_with_pk_is_a_csv(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_bytes(b"PK,email\n1,a@example.com\n")
+    _, stats = run_import(path)
+    assert categories(stats) == {"added": 1}
+
+
+def test_zip_skips_hidden_entries_and_prefers_csv(tmp_path):
+    import zipfile
+    archive = tmp_path / "in.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("__MACOSX/._data.csv", b"\x00\x05\x16\x07binary")
+        z.writestr("README.txt", "read me")
+        z.writestr("data.csv", "email\na@example.com\n")
+    import_id, _ = run_import(archive)
+    assert log_lines(import_id, "added") == ["a@example.com"]
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_long_rows_are_kept_whole(tmp_path, mixed):
+    end = b"\n" if mixed else b"\r\n"
+    long_cell = b"y" * 3_000_000
+    path = tmp_path / "long.csv"
+    path.write_bytes(b"email,name\r\na@x.com," + long_cell + end + b"b@x.com," + long_cell + b",extra\r\n"
+                     + b"c@x.com,C\r\n")
+    import_id, stats = run_import(path)
+    assert categories(stats) == {"added": 2, "failed": 1}
+    [failed] = log_lines(import_id, "failed")[1:]
+    assert failed == "b@x.com," + "y" * 3_000_000 + ",extra,\"wrong number of fields: expected 2, found 3\""
+    assert query("SELECT length(name) FROM subscribers WHERE email = 'a@x.com'") == [(3_000_000,)]
