@@ -56,6 +56,10 @@ on_targets AS (
 ),
 joined AS (
   SELECT l.*, coalesce(t.on_lists, 0) AS on_lists, t.lists_on, {_GATE} AS gate,
+         -- whether overwrite_when_status lets an overwrite touch this subscriber
+         CASE {_GATE} WHEN 'scomp' THEN $when_scomp WHEN 'bounced' THEN $when_bounced
+              WHEN 'deactivated' THEN $when_deactivated WHEN 'unsubscribed' THEN $when_unsubscribed
+              ELSE $when_active END AS gate_allows,
          coalesce(t.any_unsubscribed, false) AS any_unsubscribed,
          (l.attributes IS NOT NULL OR l.custom_fields IS NOT NULL) AS has_attributes
   FROM looked_up l LEFT JOIN on_targets t ON t.email = l.email
@@ -77,9 +81,19 @@ SELECT *,
 FROM joined
 """
 
-# Attributes from the file and its custom-field columns, merged key by key. json_merge_patch
-# also re-serialises, so stored JSON has one spelling and re-imports compare equal.
-_NEW_ATTRIBUTES = "json_merge_patch(coalesce(c.attributes, '{}'), coalesce(c.custom_fields, '{}'))"
+# A row's attributes: the file's JSON object, with its custom-field columns set on top. Merging
+# is listmonk's: top-level keys replace, other keys are kept, a null is stored as null. Stored
+# JSON is always re-serialised by DuckDB (json(), to_json()), so one object has one spelling
+# and a re-import compares equal. The MAP form is only built where a merge needs it.
+def _as_map(json_text: str) -> str:
+    return f"({json_text})::JSON::MAP(VARCHAR, JSON)"
+
+
+_FILE_ATTRIBUTES = "coalesce(c.attributes, '{}')"
+_NEW_ATTRIBUTES = (
+    f"CASE WHEN c.custom_fields IS NULL THEN json({_FILE_ATTRIBUTES})"
+    f" ELSE to_json(map_concat({_as_map(_FILE_ATTRIBUTES)}, {_as_map('c.custom_fields')})) END")
+_MERGED_ATTRIBUTES = f"to_json(map_concat({_as_map('s.attributes')}, {_as_map(_NEW_ATTRIBUTES)}))"
 
 # One batch's rows, as a view (classified_all is in row order, so the filter reads only the
 # batch's row groups). With a subscriber limit, new subscribers beyond it are skipped, counted
@@ -110,21 +124,25 @@ FROM classified c WHERE category = 'added' AND NOT known
 """
 
 # Existing subscribers that are updated, or added to a list while overwrite is on, take the
-# file's values where overwrite_what allows; updated_at moves only if a value changes.
+# file's values where overwrite_what and overwrite_when_status allow; blocklist mode always
+# blocklists but changes other fields only with overwrite. updated_at moves only if a value
+# changes.
 _UPDATE_SUBSCRIBERS = f"""
 UPDATE subscribers AS s SET
   name = v.name, status = v.status, attributes = v.attributes,
   updated_at = $now
 FROM (
   SELECT c.email,
-    CASE WHEN $custom_fields AND c.name IS NOT NULL THEN c.name ELSE s.name END AS name,
+    CASE WHEN c.fields_ok AND $custom_fields AND c.name IS NOT NULL THEN c.name
+         ELSE s.name END AS name,
     CASE WHEN $mode = 'blocklist' THEN 'blocklisted'
-         WHEN $status AND c.subscriber_status IS NOT NULL THEN c.subscriber_status
+         WHEN c.fields_ok AND $status AND c.subscriber_status IS NOT NULL THEN c.subscriber_status
          ELSE s.status END AS status,
-    CASE WHEN $custom_fields AND c.has_attributes THEN json_merge_patch(s.attributes, {_NEW_ATTRIBUTES})
+    CASE WHEN c.fields_ok AND $custom_fields AND c.has_attributes THEN {_MERGED_ATTRIBUTES}
          ELSE s.attributes END AS attributes
-  FROM classified c JOIN subscribers s ON s.email = c.email
-  WHERE c.known AND (c.category = 'updated' OR (c.category = 'added' AND $overwrite))
+  FROM (SELECT *, $overwrite AND gate_allows AS fields_ok FROM classified) c
+  JOIN subscribers s ON s.email = c.email
+  WHERE c.known AND c.category IN ('added', 'updated')
 ) AS v
 WHERE s.email = v.email
   AND (s.name IS DISTINCT FROM v.name OR s.status IS DISTINCT FROM v.status
@@ -200,25 +218,31 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> None:
 def merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: pl.DataFrame,
           options: ImportOptions, outcomes_dir: Path,
           on_progress: Optional[Callable[[Progress], None]] = None) -> None:
-    """Classify the valid rows, then apply them batch by batch (committed batches are skipped).
+    """Classify the rows not yet applied, then apply them batch by batch.
     Each batch's categories go to `outcomes_dir/batch-N.parquet` (row, category)."""
+    # Batches commit in row order, so the rows still to apply are those after the last
+    # committed one, whatever batch size an earlier attempt used.
+    [(last_batch, last_row)] = con.execute(
+        "SELECT max(batch), max(last_row) FROM import_batches WHERE import_id = ?",
+        [import_id]).fetchall()
+    first_batch = 0 if last_batch is None else last_batch + 1
     size = options.batch_size
-    valid = valid.sort("row").with_columns((pl.int_range(pl.len()) // size).alias("batch"))
-    batches = max(1, -(-valid.height // size))
-    done = {b for (b,) in con.execute(
-        "SELECT batch FROM import_batches WHERE import_id = ?", [import_id]).fetchall()}
+    remaining = valid.filter(pl.col("row") > (last_row or 0)).sort("row").with_columns(
+        (first_batch + pl.int_range(pl.len()) // size).alias("batch"))
+    done_before = valid.height - remaining.height
+    batches = first_batch + -(-remaining.height // size)
     params = _parameters(options, datetime.now(timezone.utc))
     outcomes_dir.mkdir(parents=True, exist_ok=True)
-    con.register("incoming", valid.to_arrow())
+    con.register("incoming", remaining.to_arrow())
     try:
         _run(con, _CLASSIFY, params)
     finally:
         con.unregister("incoming")
-    for number in range(batches):
-        if number not in done:
-            _apply(con, import_id, number, options, outcomes_dir)
+    for number in range(first_batch, batches):
+        _apply(con, import_id, number, options, outcomes_dir)
         if on_progress:
-            on_progress(Progress(number + 1, batches, min((number + 1) * size, valid.height)))
+            done = done_before + min((number - first_batch + 1) * size, remaining.height)
+            on_progress(Progress(number + 1, batches, done))
     con.execute("DROP TABLE IF EXISTS classified_all")
 
 
@@ -247,8 +271,9 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
         tmp = path.with_name(path.name + ".partial")
         rows.write_parquet(tmp)
         os.replace(tmp, path)
-        con.execute("INSERT INTO import_batches VALUES (?, ?, ?, ?)",
-                    [import_id, number, rows.height, params["now"]])
+        con.execute("INSERT INTO import_batches VALUES (?, ?, ?, ?, ?, ?)",
+                    [import_id, number, rows["row"].min(), rows["row"].max(), rows.height,
+                     params["now"]])
         con.execute("COMMIT")
     except BaseException:
         # BaseException: a Dagster cancel interrupts with a BaseException subclass.

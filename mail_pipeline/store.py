@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS subscriptions (
 CREATE TABLE IF NOT EXISTS import_batches (
     import_id VARCHAR NOT NULL,
     batch INTEGER NOT NULL,
+    first_row BIGINT NOT NULL,       -- row numbers in the file: what a resumed import skips
+    last_row BIGINT NOT NULL,
     rows INTEGER NOT NULL,
     committed_at TIMESTAMPTZ NOT NULL
 );

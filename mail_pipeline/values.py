@@ -1,4 +1,6 @@
 """Values (spec §3 "Values"): statuses in both vocabularies, and JSON attributes."""
+import json
+
 import duckdb
 import polars as pl
 
@@ -23,17 +25,39 @@ def split_status(status: pl.Expr) -> list[pl.Expr]:
 
 
 def json_objects(values: pl.Series) -> pl.Series:
-    """True where the text is a JSON object, False where it is not, null where there is none."""
+    """True where the text is a JSON object (RFC 8259, no repeated top-level key), False where
+    it is not, null where there is none."""
     frame = pl.DataFrame({"v": values})
     con = duckdb.connect()
     try:
-        return con.sql(
-            "SELECT CASE WHEN v IS NULL THEN NULL"
-            " WHEN json_valid(v) THEN json_type(v) = 'OBJECT' ELSE false END AS ok"
-            " FROM frame"
-        ).pl()["ok"]
+        checked = con.sql(
+            "SELECT CASE WHEN v IS NULL THEN NULL WHEN NOT json_valid(v) THEN false"
+            " WHEN json_type(v) <> 'OBJECT' THEN false"
+            " ELSE len(json_keys(v)) = len(list_distinct(json_keys(v))) END AS ok,"
+            # DuckDB's parser also takes NaN, Infinity and trailing commas; the few values
+            # that may hold one are checked again by Python's strict parser.
+            " ok AND (contains(v, 'NaN') OR contains(v, 'Inf') OR regexp_matches(v, ',\\s*[}\\]]'))"
+            " AS suspect FROM frame"
+        ).pl()
     finally:
         con.close()
+    suspects = frame.filter(checked["suspect"].fill_null(False))["v"].unique()
+    if suspects.is_empty():
+        return checked["ok"]
+    strict = {text: _strict_object(text) for text in suspects.to_list()}
+    rechecked = frame["v"].replace_strict(strict, default=True, return_dtype=pl.Boolean)
+    return pl.Series("ok", checked["ok"] & rechecked)
+
+
+def _refuse(token: str):
+    raise ValueError(f"not JSON: {token}")
+
+
+def _strict_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text, parse_constant=_refuse), dict)
+    except ValueError:
+        return False
 
 
 def custom_fields_json(columns: dict[str, str]) -> pl.Expr:

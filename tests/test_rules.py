@@ -315,3 +315,67 @@ def test_long_rows_are_kept_whole(tmp_path, mixed):
     [failed] = log_lines(import_id, "failed")[1:]
     assert failed == "b@x.com," + "y" * 3_000_000 + ",extra,\"wrong number of fields: expected 2, found 3\""
     assert query("SELECT length(name) FROM subscribers WHERE email = 'a@x.com'") == [(3_000_000,)]
+
+
+def test_attributes_merge_top_level_keys_and_keep_nulls_across_reimports(write_csv):
+    path = write_csv('email,attributes\nj@x.com,"{""n"": null, ""z"": 2, ""deep"": {""a"" :  1}}"\n')
+    run_import(path, lists=["news"], overwrite=True)
+    before = query("SELECT attributes::VARCHAR, updated_at FROM subscribers")
+    assert json.loads(before[0][0]) == {"n": None, "z": 2, "deep": {"a": 1}}
+    run_import(path, lists=["news"], overwrite=True)
+    assert query("SELECT attributes::VARCHAR, updated_at FROM subscribers") == before
+    update = write_csv('email,attributes\nj@x.com,"{""deep"": {""b"": 2}}"\n', "update.csv")
+    run_import(update, lists=["news"], overwrite=True)
+    [(attributes,)] = query("SELECT attributes::VARCHAR FROM subscribers")
+    assert json.loads(attributes) == {"n": None, "z": 2, "deep": {"b": 2}}  # listmonk's ||: top level
+
+
+@pytest.mark.parametrize("attributes", ['{"a":1,}', '{"a": NaN}', '{"a": Infinity}', '{"a":1,"a":2}',
+                                        '{"a":[1,]}', "[1, 2]", '"text"'])
+def test_attributes_must_be_a_strict_json_object(tmp_path, attributes):
+    path = tmp_path / "in.csv"
+    path.write_text('email,attributes\na@x.com,"' + attributes.replace('"', '""') + '"\n')
+    import_id, stats = run_import(path)
+    assert categories(stats) == {"failed": 1}
+    assert log_lines(import_id, "failed")[1].endswith("attributes is not a JSON object")
+
+
+def test_blocklist_mode_without_overwrite_changes_only_the_status(write_csv):
+    run_import(write_csv('email,name,attributes\nb@x.com,Real Name,"{""vip"": true}"\n'), lists=["news"])
+    block = write_csv('email,name,attributes,vip\nb@x.com,Spam Bot,"{""vip"": false}",no\n', "block.csv")
+    _, stats = run_import(block, mode="blocklist")
+    assert categories(stats) == {"updated": 1}
+    assert query("SELECT name, status, attributes::VARCHAR FROM subscribers") == [
+        ("Real Name", "blocklisted", '{"vip":true}')]
+
+
+def test_overwrite_gate_also_guards_a_subscriber_added_to_a_new_list(write_csv):
+    run_import(write_csv("email,name\na@x.com,Ann\n"), lists=["news"], subscription_status="unsubscribed")
+    _, stats = run_import(write_csv("email,name\na@x.com,Changed\n", "b.csv"), lists=["news", "weekly"],
+                          overwrite=True)
+    assert categories(stats) == {"added": 1}  # newly subscribed to weekly
+    assert query("SELECT name FROM subscribers") == [("Ann",)]  # but unsubscribed on news: no overwrite
+
+
+def test_a_resumed_merge_with_another_batch_size_applies_each_row_once(write_csv, monkeypatch):
+    from mail_pipeline import home, merge, pipeline
+    path = write_csv("email\n" + "".join(f"u{i}@example.com\n" for i in range(8)))
+    original = merge._apply
+
+    def stop_after_first_batch(con, import_id, number, options, outcomes_dir):
+        if number == 1:
+            raise KeyboardInterrupt
+        original(con, import_id, number, options, outcomes_dir)
+
+    monkeypatch.setattr(merge, "_apply", stop_after_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_import(path, lists=["news"], batch_size=2)
+    monkeypatch.setattr(merge, "_apply", original)
+    folder = pipeline.Folder.of("1")
+    options = json.loads(folder.options.read_text())
+    options["options"]["batch_size"] = 4  # a re-execution with other options
+    folder.options.write_text(json.dumps(options))
+    pipeline.merge_import("1", home.database_path())
+    stats = pipeline.write_import_logs("1")
+    assert categories(stats) == {"added": 8}
+    assert query("SELECT count(*), count(DISTINCT email) FROM subscribers") == [(8, 8)]
