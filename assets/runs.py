@@ -48,8 +48,9 @@ def create_import(inst: dg.DagsterInstance) -> str:
 def execute_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptions) -> dg.ExecuteInProcessResult:
     """Run the import in this process; the run is recorded in the instance like any other."""
     job = defs.resolve_job_def(JOB)
-    # The run's events go to the instance (the UI shows them); the terminal shows our progress.
-    config = {**run_config(options), "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    # The run's events, errors included, go to the instance (the UI shows them); the terminal
+    # shows our progress and, on failure, the one-line error of the import document.
+    config = {**run_config(options), "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     return job.execute_in_process(
         run_config=config, instance=inst, partition_key=import_id,
         raise_on_error=False, tags={"mail_pipeline/kind": "import"})
@@ -74,6 +75,18 @@ def state_of(run: dg.DagsterRun, import_id: str) -> str:
     return "importing" if folder.progress.exists() or folder.valid.exists() else "splitting"
 
 
+def failure_message(inst: dg.DagsterInstance, run_id: str) -> Optional[str]:
+    """The first line of the error that failed the run, for failures that are not the user's."""
+    for record in inst.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
+        error = record.event_log_entry.dagster_event.step_failure_data.error
+        while error is not None and error.cause is not None:  # Dagster wraps the real error
+            error = error.cause
+        if error is not None:
+            return error.message.strip().splitlines()[-1]
+    return None
+
+
 def document(inst: dg.DagsterInstance, import_id: str) -> dict:
     """The import document of one import."""
     runs = runs_of(inst, import_id)
@@ -85,12 +98,16 @@ def document(inst: dg.DagsterInstance, import_id: str) -> dict:
     run = runs[0]
     record = inst.get_run_record_by_id(run.run_id)
     first = inst.get_run_record_by_id(runs[-1].run_id)
+    state = state_of(run, import_id)
+    error = None
+    if state == "failed" and not (Folder.of(import_id).path / "error.txt").exists():
+        error = failure_message(inst, run.run_id)
     return import_document(
-        import_id, state_of(run, import_id),
+        import_id, state,
         created_at=_iso(first.create_timestamp.timestamp()),
         begins_at=_iso(record.start_time or record.create_timestamp.timestamp()),
         finished_at=_iso(record.end_time) if run.is_finished else None,
-        run_id=run.run_id)
+        run_id=run.run_id, error_message=error)
 
 
 def all_import_ids(inst: dg.DagsterInstance) -> list[str]:

@@ -82,7 +82,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise MailPipelineError("URL sources are not supported yet: download the file and import it")
     path = _spool_stdin() if source == "-" else Path(source).expanduser().resolve()
     options = options.model_copy(update={"source": str(path)})
-    preflight(path, options)
+    try:
+        preflight(path, options)
+    except MailPipelineError:
+        if source == "-":
+            path.unlink(missing_ok=True)
+        raise
     runs = _runs()
     inst = runs.instance()
     import_id = runs.create_import(inst)
@@ -113,7 +118,8 @@ def _print_document(document: dict, as_json: bool) -> None:
     print(f"  source:  {document['source']}")
     print(f"  lists:   {', '.join(document['lists']) or '(none)'}")
     print(f"  created: {document['created_at']}   finished: {document['finished_at'] or '-'}")
-    print(f"  records: {stats['number_of_records']} read, {stats['records_imported']} processed")
+    read = "-" if stats["number_of_records"] is None else stats["number_of_records"]
+    print(f"  records: {read} read, {stats['records_imported']} processed")
     for category, count in stats["subscribers"].items():
         if count:
             print(f"  {category:<21} {count}")
@@ -241,12 +247,15 @@ def parser() -> argparse.ArgumentParser:
     ui.set_defaults(func=cmd_ui)
 
     for p in (imp, imps, show, log, ui):
-        p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        # SUPPRESS: a sub-command's unset flag must not hide `imports --json show 1`.
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print one JSON document on stdout")
     return top
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
     try:
         return args.func(args)
     except MailPipelineError as exc:

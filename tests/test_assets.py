@@ -72,3 +72,18 @@ def test_a_bad_file_fails_the_run_with_one_sentence_and_writes_nothing(instance,
     assert document["state"] == "failed"
     assert document["error_message"] == "invalid file: not a CSV or ZIP"
     assert not home.database_path().exists()
+
+
+def test_an_unexpected_error_fails_the_run_with_its_message(instance, write_csv, monkeypatch):
+    from assets import runs
+    from mail_pipeline import pipeline
+
+    def boom(import_id):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(pipeline, "validate_import", boom)
+    import_id = runs.create_import(instance)
+    result = runs.execute_import(instance, import_id,
+                                 build({"source": str(write_csv("email\na@x.com\n"))}))
+    assert not result.success
+    assert runs.document(instance, import_id)["error_message"] == "RuntimeError: disk on fire"

@@ -32,6 +32,8 @@ def test_import_prints_the_document_and_logs_are_readable(mail_home):
     assert "imported 7 records" in log.stdout
     shown = cli("imports", "show", document["id"], "--json", home=mail_home)
     assert json.loads(shown.stdout)["stats"] == document["stats"]
+    shown = cli("imports", "--json", "show", document["id"], home=mail_home)
+    assert json.loads(shown.stdout)["id"] == document["id"]
     listing = json.loads(cli("imports", "--json", home=mail_home).stdout)
     assert listing["num_records"] == 1 and listing["data"][0]["id"] == document["id"]
     assert (listing["page"], listing["per_page"], listing["num_pages"]) == (0, 100, 1)
