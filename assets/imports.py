@@ -44,7 +44,8 @@ def _failed_preview(folder: pipeline.Folder, limit: int = 20) -> dg.MetadataValu
 
 @dg.asset(partitions_def=imports_partitions, group_name="imports", kinds={"csv"})
 def raw_file(context: dg.AssetExecutionContext, config: ImportConfig) -> dg.MaterializeResult:
-    """The source, copied into the import's folder as UTF-8 CSV (a ZIP gives its first CSV)."""
+    """The source, copied into the import's folder as UTF-8 CSV (a ZIP gives its first CSV).
+    Its `row_count` counts lines after the header; `validated_frame` counts parsed records."""
     with reported(context.partition_key):
         options = build(config.model_dump())
         staged = pipeline.stage_raw(context.partition_key, options, Path(options.source))

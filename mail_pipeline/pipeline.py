@@ -67,22 +67,12 @@ def stage_raw(import_id: str, options: ImportOptions, source: Path) -> dict:
     folder = Folder.of(import_id)
     folder.path.mkdir(parents=True, exist_ok=True)
     staged = reading.stage_source(source, folder.source, options)
-    lines = _count_lines(staged.path)
     logs.write_json(folder.options, {"options": options.model_dump(), "origin": staged.origin,
                                      "line_endings": staged.line_endings})
     logs.append_log(folder.path, f"importing {staged.origin!r}: mode {options.mode}, lists "
                     f"{', '.join(options.lists) or '(none)'}, overwrite {str(options.overwrite).lower()}")
     return {"path": str(staged.path), "size": staged.size, "sha256": staged.sha256,
-            "origin": staged.origin, "lines": lines - (1 if options.header else 0)}
-
-
-def _count_lines(path: Path) -> int:
-    """Non-blank lines (a quoted newline counts twice; the record count comes from the reader)."""
-    count = 0
-    with open(path, "rb") as f:
-        for line in f:
-            count += bool(line.strip())
-    return count
+            "origin": staged.origin, "lines": staged.lines - (1 if options.header else 0)}
 
 
 def validate_import(import_id: str) -> dict:
@@ -137,7 +127,8 @@ def write_import_logs(import_id: str) -> dict:
     """Stage 4, the logs: one file per category, the stats, and the closing log line."""
     folder = Folder.of(import_id)
     summary = logs.read_json(folder.validation)
-    outcomes = merge.outcomes(folder.outcomes).join(pl.read_parquet(folder.valid, columns=["row", "email"]), on="row")
+    emails = pl.read_parquet(folder.valid, columns=["row", "email"])
+    outcomes = merge.outcomes(folder.outcomes).join(emails, on="row")
     counts = logs.write_category_logs(folder.path, outcomes, pl.read_parquet(folder.duplicates),
                                       pl.read_parquet(folder.failed), summary["columns"])
     result = logs.stats(summary["number_of_records"], counts, summary["number_of_records"])

@@ -36,6 +36,7 @@ class StagedFile:
     sha256: str
     origin: str  # the source, and for a ZIP the entry that was taken
     line_endings: str  # "lf", "crlf", or "mixed" (CR-only or several kinds)
+    lines: int  # physical lines (a quoted newline makes two; the reader counts records)
 
 
 class _LineEndings:
@@ -49,11 +50,16 @@ class _LineEndings:
         if not chunk:
             return
         straddling = self._last == b"\r" and chunk[:1] == b"\n"
-        crlf = chunk.count(b"\r\n") + straddling
+        cr = chunk.count(b"\r")
+        crlf = (chunk.count(b"\r\n") if cr else 0) + straddling  # the two-byte search is slower
         self.crlf += crlf
         self.lf += chunk.count(b"\n") - crlf
-        self.cr += chunk.count(b"\r") - crlf + straddling
+        self.cr += cr - crlf + straddling
         self._last = chunk[-1:]
+
+    def lines(self) -> int:
+        unterminated = self._last not in (b"", b"\n", b"\r")
+        return self.crlf + self.lf + self.cr + unterminated
 
     def kind(self) -> str:
         # A lone CR at the very end of the file is counted until then; that is fine here.
@@ -151,7 +157,7 @@ def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> Stage
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    return StagedFile(dest, size, digest.hexdigest(), origin, endings.kind())
+    return StagedFile(dest, size, digest.hexdigest(), origin, endings.kind(), endings.lines())
 
 
 def _looks_like_text(chunk: bytes, encoding: str) -> bool:
