@@ -103,8 +103,7 @@ def import_logs(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 import_job = dg.define_asset_job(
     "import_job",
-    selection=[raw_file, validated_frame, subscribers, import_logs],
-    partitions_def=imports_partitions,
+    selection=[raw_file, validated_frame, subscribers, import_logs],  # partitioned by import
     executor_def=dg.in_process_executor,  # the multiprocess executor costs seconds per step
     description="One subscriber import: pick a partition (the import id) and give its options.",
 )
