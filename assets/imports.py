@@ -19,7 +19,10 @@ def reported(import_id: str):
     try:
         yield
     except MailPipelineError as exc:
-        folder = pipeline.Folder.of(import_id)
+        try:
+            folder = pipeline.Folder.of(import_id)
+        except MailPipelineError:  # the partition key itself is not a valid import id
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
         if folder.path.is_dir():
             logs.write_atomically(folder.path / "error.txt", str(exc))
             logs.append_log(folder.path, f"error: {exc}")

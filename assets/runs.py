@@ -79,7 +79,10 @@ def failure_message(inst: dg.DagsterInstance, run_id: str) -> Optional[str]:
     """The first line of the error that failed the run, for failures that are not the user's."""
     for record in inst.get_records_for_run(
             run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
-        error = record.event_log_entry.dagster_event.step_failure_data.error
+        data = record.event_log_entry.dagster_event.step_failure_data
+        if data.user_failure_data and data.user_failure_data.description:
+            return data.user_failure_data.description  # our own one-sentence Failure
+        error = data.error
         while error is not None and error.cause is not None:  # Dagster wraps the real error
             error = error.cause
         if error is not None:

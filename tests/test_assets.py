@@ -87,3 +87,11 @@ def test_an_unexpected_error_fails_the_run_with_its_message(instance, write_csv,
                                  build({"source": str(write_csv("email\na@x.com\n"))}))
     assert not result.success
     assert runs.document(instance, import_id)["error_message"] == "RuntimeError: disk on fire"
+
+
+def test_a_partition_key_that_is_not_an_import_id_fails_in_one_sentence(instance, write_csv):
+    from assets import runs
+    instance.add_dynamic_partitions("imports", ["../escape"])
+    result = runs.execute_import(instance, "../escape", build({"source": str(write_csv("email\na@x.com\n"))}))
+    assert not result.success
+    assert runs.failure_message(instance, result.run_id).startswith("invalid import id '../escape'")
