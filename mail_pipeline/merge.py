@@ -238,8 +238,14 @@ def merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: pl.DataFrame,
         _run(con, _CLASSIFY, params)
     finally:
         con.unregister("incoming")
+    # Which statements each batch needs: an UPDATE scans a whole table even when no row of the
+    # batch asks for it, so statements with nothing to do are left out.
+    needs = {batch: set(kinds or ()) for batch, kinds in con.execute(
+        "SELECT batch, list(DISTINCT CASE WHEN NOT known THEN 'new' WHEN category = 'added'"
+        " THEN 'known_added' ELSE 'known_updated' END) FILTER (category IN ('added', 'updated'))"
+        " FROM classified_all GROUP BY batch").fetchall()}
     for number in range(first_batch, batches):
-        _apply(con, import_id, number, options, outcomes_dir)
+        _apply(con, import_id, number, options, outcomes_dir, needs.get(number, set()))
         if on_progress:
             done = done_before + min((number - first_batch + 1) * size, remaining.height)
             on_progress(Progress(number + 1, batches, done))
@@ -251,7 +257,7 @@ def outcome_path(outcomes_dir: Path, number: int) -> Path:
 
 
 def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options: ImportOptions,
-           outcomes_dir: Path) -> None:
+           outcomes_dir: Path, needs: set[str]) -> None:
     params = {**_parameters(options, datetime.now(timezone.utc)), "batch": number}
     con.execute("BEGIN TRANSACTION")
     try:
@@ -261,9 +267,13 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
         else:  # materialised: the count it ranks against moves as the batch inserts
             _run(con, _BATCH_WITH_LIMIT, params)
             con.execute("CREATE OR REPLACE TEMP VIEW classified AS SELECT * FROM limited")
-        for sql in (_UPDATE_SUBSCRIBERS, _UPDATE_SUBSCRIPTIONS, _INSERT_SUBSCRIBERS,
-                    _INSERT_SUBSCRIPTIONS_KNOWN, _INSERT_SUBSCRIPTIONS_NEW):
-            _run(con, sql, params)
+        known = bool(needs & {"known_added", "known_updated"})
+        for sql, needed in ((_UPDATE_SUBSCRIBERS, known), (_UPDATE_SUBSCRIPTIONS, known),
+                            (_INSERT_SUBSCRIBERS, "new" in needs),
+                            (_INSERT_SUBSCRIPTIONS_KNOWN, known),
+                            (_INSERT_SUBSCRIPTIONS_NEW, "new" in needs)):
+            if needed:  # (a subscriber limit only turns 'added' rows into skipped ones)
+                _run(con, sql, params)
         rows = con.sql("SELECT row, category FROM classified").pl()
         # Written before the commit: if the commit never happens the batch is applied again
         # and this file rewritten; once it happens, the file is already there.

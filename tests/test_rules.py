@@ -362,10 +362,10 @@ def test_a_resumed_merge_with_another_batch_size_applies_each_row_once(write_csv
     path = write_csv("email\n" + "".join(f"u{i}@example.com\n" for i in range(8)))
     original = merge._apply
 
-    def stop_after_first_batch(con, import_id, number, options, outcomes_dir):
+    def stop_after_first_batch(con, import_id, number, options, outcomes_dir, needs):
         if number == 1:
             raise KeyboardInterrupt
-        original(con, import_id, number, options, outcomes_dir)
+        original(con, import_id, number, options, outcomes_dir, needs)
 
     monkeypatch.setattr(merge, "_apply", stop_after_first_batch)
     with pytest.raises(KeyboardInterrupt):
