@@ -208,9 +208,17 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(command, env=env)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line on stderr like every other error."""
+
+    def error(self, message: str):
+        _say(f"error: {message} (see '{self.prog} --help')")
+        sys.exit(2)
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="mail-pipeline", description="Subscriber CSV imports on Dagster.")
-    sub = top.add_subparsers(dest="command", required=True)
+    top = _Parser(prog="mail-pipeline", description="Subscriber CSV imports on Dagster.")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     imp = sub.add_parser("import", help="import subscribers from a CSV, TSV or ZIP file")
     imp.add_argument("source", nargs="?", help="file, '-' for standard input")
@@ -232,7 +240,7 @@ def parser() -> argparse.ArgumentParser:
     imps.add_argument("--page", type=int, default=0)
     imps.add_argument("--per-page", type=int, default=100)
     imps.set_defaults(func=cmd_list)
-    isub = imps.add_subparsers(dest="action")
+    isub = imps.add_subparsers(dest="action", parser_class=_Parser)
     show = isub.add_parser("show", help="the import document")
     show.add_argument("id")
     show.set_defaults(func=cmd_show)

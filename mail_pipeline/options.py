@@ -19,6 +19,8 @@ ENCODINGS = ("utf-8", "iso-8859-1")
 class OverwriteWhat(BaseModel):
     """What an overwrite may change (GreenArrow's `overwrite_what`, with its defaults)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     custom_fields: bool = True  # name, attributes and custom fields
     status: bool = False
     confirmed: bool = False
@@ -27,6 +29,8 @@ class OverwriteWhat(BaseModel):
 
 class OverwriteWhenStatus(BaseModel):
     """Which current subscription statuses an overwrite may touch (GreenArrow's defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     active: bool = True
     unsubscribed: bool = False
@@ -133,7 +137,9 @@ def read_params(path: str) -> dict[str, Any]:
     # The canonical form may come as the launchpad's whole run config.
     ops = body.get("ops")
     if isinstance(ops, dict) and isinstance(ops.get("raw_file"), dict):
-        body = ops["raw_file"].get("config", {})
+        body = ops["raw_file"].get("config") or {}
+        if not isinstance(body, dict):
+            raise MailPipelineError("params file: ops.raw_file.config must be a JSON object")
     # listmonk's and the canonical keys overlap (mode, lists, overwrite); listmonk's `delim` or
     # its numeric list ids tell them apart.
     lists = body.get("lists")

@@ -47,11 +47,13 @@ def load_options(folder: Folder) -> ImportOptions:
 
 
 def columns_of(first_record: list[str], options: ImportOptions) -> list[str]:
-    """The file's column names: its header, or the positional mapping's names without one."""
+    """The file's column names: its header, or without one "column 1", "column 2", … named
+    after the positional mapping where it names them (one per field of the first record)."""
     if options.header:
         return first_record
-    names = [name or f"column {i + 1}" for i, name in enumerate(options.mapping or [])]
-    return names + [f"column {i + 1}" for i in range(len(names), len(first_record))]
+    names = options.mapping or []
+    return [(names[i] if i < len(names) and names[i] else f"column {i + 1}")
+            for i in range(len(first_record))]
 
 
 def preflight(source: Path, options: ImportOptions) -> mapping.Mapping:
@@ -66,6 +68,7 @@ def stage_raw(import_id: str, options: ImportOptions, source: Path) -> dict:
     preflight(source, options)
     folder = Folder.of(import_id)
     folder.path.mkdir(parents=True, exist_ok=True)
+    (folder.path / "error.txt").unlink(missing_ok=True)  # from an earlier attempt
     staged = reading.stage_source(source, folder.source, options)
     logs.write_json(folder.options, {"options": options.model_dump(), "origin": staged.origin,
                                      "line_endings": staged.line_endings})

@@ -13,6 +13,8 @@ import os
 import re
 import sys
 import zipfile
+import zlib
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,12 +70,18 @@ class _LineEndings:
         return "crlf" if self.crlf else "lf"
 
 
-_LEADING_BLANK_LINES = re.compile(rb"\A(?:[ \t]*(?:\r\n|\n|\r))+")
+def _leading_blank_lines(delimiter: str) -> re.Pattern:
+    """Lines before the header holding only spaces and delimiters (as spreadsheets export
+    empty rows): not records, nor the header."""
+    blank = re.escape(delimiter.encode("utf-8"))
+    return re.compile(rb"\A(?:(?:[ \t]|" + blank + rb")*(?:\r\n|\n|\r))+")
 
 
 @contextmanager
 def open_source(source: Path) -> Iterator[tuple[BinaryIO, str]]:
     """Open the CSV inside `source` (the file itself, or a ZIP's first CSV by name)."""
+    if source.is_dir():
+        raise MailPipelineError(f"not a file but a folder: {source}")
     if not source.is_file():
         raise MailPipelineError(f"file not found: {source}")
     with open(source, "rb") as probe:
@@ -85,10 +93,15 @@ def open_source(source: Path) -> Iterator[tuple[BinaryIO, str]]:
         return
     if not zipfile.is_zipfile(source):
         raise MailPipelineError(NOT_CSV)
-    with zipfile.ZipFile(source) as archive:
-        entry = _first_csv(archive)
-        with archive.open(entry) as stream:
-            yield stream, f"{source}:{entry}"
+    # A damaged, encrypted or exotic archive fails when opened or read, wherever that happens.
+    unreadable = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError)
+    try:
+        with zipfile.ZipFile(source) as archive:
+            entry = _first_csv(archive)
+            with archive.open(entry) as stream:
+                yield stream, f"{source}:{entry}"
+    except unreadable as exc:
+        raise MailPipelineError(f"invalid file: the ZIP cannot be read ({exc})") from None
 
 
 def preview_columns(source: Path, options: ImportOptions) -> list[str]:
@@ -147,7 +160,7 @@ def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> Stage
                         raise MailPipelineError(NOT_CSV)
                     chunk = chunk.removeprefix(codecs.BOM_UTF8) if not latin1 else chunk
                     # Blank lines before the header are not records, nor the header.
-                    chunk = _LEADING_BLANK_LINES.sub(b"", chunk)
+                    chunk = _leading_blank_lines(options.delimiter).sub(b"", chunk)
                     first = False
                 endings.feed(chunk)
                 seen_text = seen_text or bool(chunk.strip())
@@ -203,8 +216,9 @@ def read_records(path: Path, options: ImportOptions, width: int, line_endings: s
 
     DuckDB's strict reader does the work when every line ends the same way; it reports each
     record with the wrong number of fields and where it starts. Files it cannot read that way
-    (mixed or CR-only line ends, lines over its size limit) go through Python's csv module,
-    slower, with the same outcome per record."""
+    (mixed or CR-only line ends, stray quotes, lines over its size limit) go through Python's
+    csv module, slower, with the same outcome per record. Empty fields after the last column
+    (a trailing delimiter) are ignored, as DuckDB's reader does."""
     if line_endings == "mixed":
         return _read_with_python(path, options, width)
     columns = {f"c{i}": "VARCHAR" for i in range(width)}
@@ -226,12 +240,18 @@ def read_records(path: Path, options: ImportOptions, width: int, line_endings: s
         return _read_with_python(path, options, width)
     finally:
         con.close()
-    if any(kind == "LINE SIZE OVER MAXIMUM" for _, _, kind in rejects):
+    # A stray or unclosed quote makes DuckDB's reader fail everything up to where it resyncs,
+    # and an over-long line is not read at all: the line-by-line reader decides those files.
+    if any(kind not in _PER_RECORD for _, _, kind in rejects):
         return _read_with_python(path, options, width)
     rows = rows.with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64))
     rows = _drop_blank(rows, width)
     failed = [_reject(path, line, position, kind, options, width) for line, position, kind in rejects]
     return Records(rows, _rejects_frame([item for item in failed if item is not None]))
+
+
+# Rejects that DuckDB reports for one record alone.
+_PER_RECORD = ("MISSING COLUMNS", "TOO MANY COLUMNS", "INVALID ENCODING", "CAST")
 
 
 def _record_at(path: Path, position: int, options: ImportOptions) -> list[str]:
@@ -269,25 +289,87 @@ def _drop_blank(rows: pl.DataFrame, width: int) -> pl.DataFrame:
     return rows.filter(pl.col("c0").str.strip_chars().fill_null("") != "")
 
 
+class _Lines:
+    """The physical lines of a text file (ends kept), remembering those taken since the last
+    record so a record the csv module refuses can be failed alone and the rest read again."""
+
+    def __init__(self, text: TextIO) -> None:
+        self.text, self.pending, self.taken = text, deque(), []
+
+    def __iter__(self) -> "_Lines":
+        return self
+
+    def __next__(self) -> str:
+        line = self.pending.popleft() if self.pending else next(self.text)
+        self.taken.append(line)
+        return line
+
+    def take(self) -> list[str]:
+        taken, self.taken = self.taken, []
+        return taken
+
+
+_BAD_BYTE = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" leaves for a bad byte
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    text = str(exc)
+    if "unexpected end of data" in text:
+        return "unreadable record: unterminated quote"
+    if "expected after" in text:
+        return "unreadable record: unquoted value"
+    return f"unreadable record: {text}"
+
+
 def _read_with_python(path: Path, options: ImportOptions, width: int) -> Records:
+    """The same records and outcomes as the DuckDB path, for the files it cannot take."""
     csv.field_size_limit(sys.maxsize)  # a long cell is a long cell, not an error
     data: list[list] = [[] for _ in range(width)]
-    numbers: list[int] = []
     rejects: list[tuple] = []
-    with open(path, encoding="utf-8", newline="", errors="replace") as f:
-        reader = csv.reader(f, delimiter=options.delimiter, quotechar=options.quote)
-        if options.header:
-            next(reader, None)  # staging removed blank lines before it
-        for record in reader:
-            if len(record) <= 1 and not "".join(record).strip():
-                continue  # a blank line is not a record
-            if len(record) != width:
-                rejects.append((reader.line_num, record,
-                                f"wrong number of fields: expected {width}, found {len(record)}"))
-                continue
-            numbers.append(len(numbers) + 1)
-            for i, cell in enumerate(record):
-                data[i].append(cell if cell != "" else None)
-    rows = pl.DataFrame({"row": numbers, **{f"c{i}": data[i] for i in range(width)}},
+    line = 1
+    skip_header = options.header  # staging removed blank lines before it
+
+    def record(cells: list[str], taken: list[str], start: int) -> None:
+        if len(cells) <= 1 and not "".join(cells).strip():
+            return  # a blank line is not a record
+        if _BAD_BYTE.search("".join(taken)):
+            cells = [_BAD_BYTE.sub("\ufffd", cell) for cell in cells]
+            rejects.append((start, cells, "unreadable record: invalid encoding"))
+            return
+        while len(cells) > width and cells[-1] == "":
+            cells.pop()  # empty trailing fields (a trailing delimiter) are ignored, as DuckDB does
+        if len(cells) != width:
+            rejects.append((start, cells, f"wrong number of fields: expected {width}, found {len(cells)}"))
+            return
+        for i, cell in enumerate(cells):
+            data[i].append(cell if cell != "" else None)
+
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        lines = _Lines(f)
+        while True:
+            reader = csv.reader(lines, delimiter=options.delimiter, quotechar=options.quote,
+                                strict=True)
+            try:
+                for cells in reader:
+                    taken = lines.take()
+                    start, line = line, line + len(taken)
+                    if skip_header:
+                        skip_header = False
+                    else:
+                        record(cells, taken, start)
+                break
+            except csv.Error as exc:
+                # Fail the record's first line alone; the lines after it are read again.
+                taken = lines.take()
+                lines.pending.extendleft(reversed(taken[1:]))
+                start, line = line, line + 1
+                loose = next(csv.reader([_BAD_BYTE.sub("\ufffd", taken[0])],
+                                        delimiter=options.delimiter, quotechar=options.quote), [])
+                if skip_header:
+                    skip_header = False
+                else:
+                    rejects.append((start, loose, _csv_problem(exc)))
+    rows = pl.DataFrame({"row": list(range(1, len(data[0]) + 1)) if width else [],
+                         **{f"c{i}": data[i] for i in range(width)}},
                         schema={"row": pl.Int64, **{f"c{i}": pl.String for i in range(width)}})
     return Records(rows, _rejects_frame(rejects))

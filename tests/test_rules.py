@@ -379,3 +379,63 @@ def test_a_resumed_merge_with_another_batch_size_applies_each_row_once(write_csv
     stats = pipeline.write_import_logs("1")
     assert categories(stats) == {"added": 8}
     assert query("SELECT count(*), count(DISTINCT email) FROM subscribers") == [(8, 8)]
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("body, failed_reason", [
+    (b'a@x.com,"unterminated{e}b@x.com,B{e}c@x.com,C{e}', "unreadable record: unterminated quote"),
+    (b'b@x.com,"x"y{e}a@x.com,A{e}c@x.com,C{e}', "unreadable record: unquoted value"),
+    (b"a@x.com,bad\xffbyte{e}b@x.com,B{e}c@x.com,C{e}", "unreadable record: invalid encoding"),
+    (b"a@x.com,A,{e}b@x.com,B,,{e}c@x.com,C,x{e}", "wrong number of fields: expected 2, found 3"),
+])
+def test_both_readers_give_each_record_the_same_fate(tmp_path, end, body, failed_reason):
+    # The first line end of the file decides the reader: a lone CRLF among LFs is "mixed".
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"email,name" + (b"\r\n" if end == b"\n" else b"\n") + body.replace(b"{e}", end))
+    import_id, stats = run_import(path)
+    assert stats["number_of_records"] == 3
+    assert categories(stats) == {"added": 2, "failed": 1}
+    assert log_lines(import_id, "failed")[-1].rstrip('"').endswith(failed_reason)
+
+
+def test_delimiter_only_lines_before_the_header_are_blank(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b";;\r\n ; \r\nemail;name\r\na@x.com;A\r\n")
+    _, stats = run_import(path, delimiter=";")
+    assert stats["number_of_records"] == 1 and categories(stats) == {"added": 1}
+
+
+def test_a_positional_mapping_longer_than_a_headerless_file_is_refused(tmp_path):
+    path = tmp_path / "nohdr.csv"
+    path.write_text("a@x.com,A\n")
+    with pytest.raises(MailPipelineError, match="the mapping names 3 columns but the file has 2"):
+        run_import(path, header=False, mapping=["email", "name", "x"])
+
+
+@pytest.mark.parametrize("damage", ["crc", "encrypted"])
+def test_a_damaged_zip_is_refused_in_one_sentence(tmp_path, damage):
+    import zipfile
+    archive = tmp_path / "in.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr("a.csv", "email\na@example.com\n")
+    data = bytearray(archive.read_bytes())
+    if damage == "crc":
+        data[data.index(b"a@example") + 2] ^= 0xFF
+    else:
+        data[6] |= 0x1  # the local header's "encrypted" flag
+        central = data.index(b"PK\x01\x02")
+        data[central + 8] |= 0x1
+    archive.write_bytes(bytes(data))
+    with pytest.raises(MailPipelineError, match="invalid file: the ZIP cannot be read"):
+        run_import(archive)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"ops": {"raw_file": {"config": "x"}}}, "ops.raw_file.config must be a JSON object"),
+    ({"overwrite_what": {"stat": True}}, "invalid option 'overwrite_what.stat'"),
+])
+def test_bad_params_are_refused_in_one_sentence(tmp_path, params, message):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(params))
+    with pytest.raises(MailPipelineError, match=message):
+        build(read_params(str(path)))
