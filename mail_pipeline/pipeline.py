@@ -64,18 +64,25 @@ def preflight(source: Path, options: ImportOptions) -> mapping.Mapping:
 
 
 def stage_raw(import_id: str, options: ImportOptions, source: Path) -> dict:
-    """Stage 1, the raw file: copy the source into the import's folder as UTF-8 CSV."""
-    preflight(source, options)
+    """Stage 1, the raw file: copy the source into the import's folder as UTF-8 CSV.
+
+    Once an attempt has committed rows, the import is pinned: a re-execution resumes from the
+    file and options staged the first time, whatever the source or the config says now."""
     folder = Folder.of(import_id)
+    if any(folder.outcomes.glob("batch-*.parquet")):
+        logs.append_log(folder.path, "resuming: keeping the file and options of the first attempt")
+        return json.loads(folder.options.read_text())["staged"]
+    preflight(source, options)
     folder.path.mkdir(parents=True, exist_ok=True)
     (folder.path / "error.txt").unlink(missing_ok=True)  # from an earlier attempt
     staged = reading.stage_source(source, folder.source, options)
+    metadata = {"path": str(staged.path), "size": staged.size, "sha256": staged.sha256,
+                "origin": staged.origin, "lines": staged.lines - (1 if options.header else 0)}
     logs.write_json(folder.options, {"options": options.model_dump(), "origin": staged.origin,
-                                     "line_endings": staged.line_endings})
+                                     "line_endings": staged.line_endings, "staged": metadata})
     logs.append_log(folder.path, f"importing {staged.origin!r}: mode {options.mode}, lists "
                     f"{', '.join(options.lists) or '(none)'}, overwrite {str(options.overwrite).lower()}")
-    return {"path": str(staged.path), "size": staged.size, "sha256": staged.sha256,
-            "origin": staged.origin, "lines": staged.lines - (1 if options.header else 0)}
+    return metadata
 
 
 def validate_import(import_id: str) -> dict:

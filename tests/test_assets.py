@@ -95,3 +95,20 @@ def test_a_partition_key_that_is_not_an_import_id_fails_in_one_sentence(instance
     result = runs.execute_import(instance, "../escape", build({"source": str(write_csv("email\na@x.com\n"))}))
     assert not result.success
     assert runs.failure_message(instance, result.run_id).startswith("invalid import id '../escape'")
+
+
+def test_a_reexecution_resumes_the_first_attempts_file_even_if_the_source_changed(instance, write_csv):
+    from assets import runs
+    from mail_pipeline import home
+    path = write_csv("email,name\na@x.com,A\nb@x.com,B\n")
+    import_id = runs.create_import(instance)
+    assert runs.execute_import(instance, import_id, build({"source": str(path), "lists": ["news"]})).success
+    first = runs.document(instance, import_id)["stats"]
+    path.write_text("email,name\nother@x.com,O\n")  # edited, then the import is re-executed
+    assert runs.execute_import(instance, import_id, build({"source": str(path), "lists": ["news"]})).success
+    document = runs.document(instance, import_id)
+    assert document["stats"] == first
+    assert sum(document["stats"]["subscribers"].values()) == document["stats"]["number_of_records"] == 2
+    con = __import__("duckdb").connect(str(home.database_path()), read_only=True)
+    assert con.execute("SELECT email FROM subscribers ORDER BY email").fetchall() == [("a@x.com",), ("b@x.com",)]
+    con.close()
