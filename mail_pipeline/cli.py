@@ -149,19 +149,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _order_key(document: dict):
-    if document["state"] in ("finished", "cancelled", "failed"):
-        return (1, "~" if document["finished_at"] is None else "", _neg(document["finished_at"] or ""))
-    return (0, document["begins_at"] or "9999", "")
-
-
-def _neg(text: str) -> str:
-    """Sort ISO timestamps newest first inside an ascending sort."""
-    return "".join(chr(0x10FFFF - ord(c)) for c in text)
-
-
-def listing(documents: list[dict], scope: str, list_name: Optional[str], page: int, per_page: int,
-            now_iso: str) -> dict:
+def listing(documents: list[dict], scope: str, list_name: Optional[str], page: int,
+            per_page: int) -> dict:
     """GreenArrow's listing: scope filter, its order, pages from 0."""
     from datetime import datetime, timedelta, timezone
 
@@ -171,12 +160,15 @@ def listing(documents: list[dict], scope: str, list_name: Optional[str], page: i
         "all": lambda d: True,
         "active": lambda d: not done(d),
         "finished": done,
-        "recent": lambda d: not done(d) or (d["finished_at"] or now_iso) >= two_weeks_ago,
+        "recent": lambda d: not done(d) or (d["finished_at"] or "") >= two_weeks_ago,
     }[scope]
-    selected = sorted((d for d in documents if keep(d) and (list_name is None or list_name in d["lists"])),
-                      key=_order_key)
+    chosen = [d for d in documents if keep(d) and (list_name is None or list_name in d["lists"])]
+    # GreenArrow's order: unfinished ones soonest begins_at first, then finished ones newest first.
+    active = sorted((d for d in chosen if not done(d)), key=lambda d: d["begins_at"] or "~")
+    finished = sorted((d for d in chosen if done(d)), key=lambda d: d["finished_at"] or "", reverse=True)
+    selected = active + finished
     return {"page": page, "per_page": per_page, "num_records": len(selected),
-            "num_pages": math.ceil(len(selected) / per_page), 
+            "num_pages": math.ceil(len(selected) / per_page),
             "data": selected[page * per_page:(page + 1) * per_page]}
 
 
@@ -188,7 +180,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     runs = _runs()
     inst = runs.instance()
     documents = [runs.document(inst, i) for i in runs.all_import_ids(inst)]
-    result = listing(documents, args.scope, args.list, args.page, args.per_page, "")
+    result = listing(documents, args.scope, args.list, args.page, args.per_page)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

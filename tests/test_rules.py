@@ -439,3 +439,24 @@ def test_bad_params_are_refused_in_one_sentence(tmp_path, params, message):
     path.write_text(json.dumps(params))
     with pytest.raises(MailPipelineError, match=message):
         build(read_params(str(path)))
+
+
+def test_listing_follows_greenarrows_scopes_order_and_pages():
+    from datetime import datetime, timedelta, timezone
+
+    from mail_pipeline.cli import listing
+    iso = lambda days: (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
+    docs = [
+        {"id": "1", "state": "finished", "begins_at": iso(30), "finished_at": iso(30), "lists": ["a"]},
+        {"id": "2", "state": "failed", "begins_at": iso(2), "finished_at": iso(2), "lists": ["b"]},
+        {"id": "3", "state": "scheduled", "begins_at": iso(-1), "finished_at": None, "lists": ["a"]},
+        {"id": "4", "state": "importing", "begins_at": iso(0), "finished_at": None, "lists": ["a"]},
+        {"id": "5", "state": "finished", "begins_at": iso(1), "finished_at": iso(1), "lists": ["a"]},
+    ]
+    ids = lambda result: [d["id"] for d in result["data"]]  # noqa: E731
+    assert ids(listing(docs, "all", None, 0, 100)) == ["4", "3", "5", "2", "1"]
+    assert ids(listing(docs, "recent", None, 0, 100)) == ["4", "3", "5", "2"]
+    assert ids(listing(docs, "active", None, 0, 100)) == ["4", "3"]
+    assert ids(listing(docs, "finished", "a", 0, 100)) == ["5", "1"]
+    page = listing(docs, "all", None, 1, 2)
+    assert ids(page) == ["5", "2"] and (page["num_records"], page["num_pages"]) == (5, 3)
