@@ -77,7 +77,9 @@ def _failed_csv(failed: pl.DataFrame, header: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*header, "error"])
-    ordered = failed.sort(pl.coalesce("row", "line"))
+    # Records the reader rejected (by line) come first, then rows that failed a value check
+    # (by row): DuckDB's reader numbers the two differently, so they cannot be interleaved.
+    ordered = failed.sort(pl.col("line").is_null(), pl.coalesce("line", "row"))
     for cells, error in zip(ordered["cells"].to_list(), ordered["error"].to_list()):
         writer.writerow([*cells, error])
     return out.getvalue()

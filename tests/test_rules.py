@@ -250,8 +250,9 @@ def test_listmonk_params_are_taken_as_they_are(tmp_path):
 def test_failed_rows_keep_the_record_as_it_came(write_csv):
     import_id, _ = run_import(write_csv('email,name\n  bad@@x.com  , "Quoted, Name"\nshort\n'))
     rows = log_lines(import_id, "failed")
-    assert rows[1] == """  bad@@x.com  ,"Quoted, Name",The part after the @-sign contains invalid characters: '@'."""
-    assert rows[2] == "short,\"wrong number of fields: expected 2, found 1\""
+    # rejected records first, then value failures
+    assert rows[1] == "short,\"wrong number of fields: expected 2, found 1\""
+    assert rows[2] == """  bad@@x.com  ,"Quoted, Name",The part after the @-sign contains invalid characters: '@'."""
     frame = pl.read_csv(log_path_of(import_id), infer_schema=False, truncate_ragged_lines=True)
     assert frame.columns == ["email", "name", "error"]
 
