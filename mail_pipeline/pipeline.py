@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import polars as pl
 
-from mail_pipeline import home, logs, mapping, merge, reading, store, validation
+from mail_pipeline import home, logs, mapping, merge, reading, staging, store, validation
 from mail_pipeline.options import ImportOptions, build
 
 
@@ -59,7 +59,7 @@ def columns_of(first_record: list[str], options: ImportOptions) -> list[str]:
 def preflight(source: Path, options: ImportOptions) -> mapping.Mapping:
     """Everything that can be refused from the options and the file's first record, checked
     before the import writes anything."""
-    columns = columns_of(reading.preview_columns(source, options), options)
+    columns = columns_of(staging.preview_columns(source, options), options)
     return mapping.resolve(columns, options)
 
 
@@ -75,7 +75,7 @@ def stage_raw(import_id: str, options: ImportOptions, source: Path) -> dict:
     preflight(source, options)
     folder.path.mkdir(parents=True, exist_ok=True)
     (folder.path / "error.txt").unlink(missing_ok=True)  # from an earlier attempt
-    staged = reading.stage_source(source, folder.source, options)
+    staged = staging.stage_source(source, folder.source, options)
     metadata = {"path": str(staged.path), "size": staged.size, "sha256": staged.sha256,
                 "origin": staged.origin, "lines": staged.lines - (1 if options.header else 0)}
     logs.write_json(folder.options, {"options": options.model_dump(), "origin": staged.origin,

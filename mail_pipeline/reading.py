@@ -1,24 +1,17 @@
-"""Reading (spec §3 "Reading"): stage the source as one UTF-8 CSV, then read its records.
+"""Reading (spec §3 "Reading", second half): parse the staged file's records.
 
-`stage_source` turns whatever the user gave (CSV, TSV, TXT, ZIP, any supported encoding) into
-`source.csv` in the import's folder, so every later stage reads one well-known file.
-`read_records` parses it with DuckDB's strict CSV reader into a Polars frame of strings; records
-with the wrong number of fields come back separately, with the line as it was written.
+`read_records` parses with DuckDB's strict CSV reader into a Polars frame of strings; records
+with the wrong number of fields come back separately, re-read whole from where they start.
+Files DuckDB's reader cannot take go through Python's csv module with the same outcome.
 """
-import codecs
 import csv
-import hashlib
 import io
-import os
 import re
 import sys
-import zipfile
-import zlib
 from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, TextIO
+from typing import TextIO
 
 import duckdb
 import polars as pl
@@ -27,168 +20,15 @@ from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.options import ImportOptions
 
 NOT_CSV = "invalid file: not a CSV or ZIP"
-CSV_SUFFIXES = (".csv", ".tsv", ".txt")
-_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class StagedFile:
-    path: Path
-    size: int
-    sha256: str
-    origin: str  # the source, and for a ZIP the entry that was taken
-    line_endings: str  # "lf", "crlf", or "mixed" (CR-only or several kinds)
-    lines: int  # physical lines (a quoted newline makes two; the reader counts records)
-
-
-class _LineEndings:
-    """Counts CRLF, lone LF and lone CR across chunks (a CRLF may straddle two chunks)."""
-
-    def __init__(self) -> None:
-        self.crlf = self.lf = self.cr = 0
-        self._last = b""
-
-    def feed(self, chunk: bytes) -> None:
-        if not chunk:
-            return
-        straddling = self._last == b"\r" and chunk[:1] == b"\n"
-        cr = chunk.count(b"\r")
-        crlf = (chunk.count(b"\r\n") if cr else 0) + straddling  # the two-byte search is slower
-        self.crlf += crlf
-        self.lf += chunk.count(b"\n") - crlf
-        self.cr += cr - crlf + straddling
-        self._last = chunk[-1:]
-
-    def lines(self) -> int:
-        unterminated = self._last not in (b"", b"\n", b"\r")
-        return self.crlf + self.lf + self.cr + unterminated
-
-    def kind(self) -> str:
-        # A lone CR at the very end of the file is counted until then; that is fine here.
-        if self.cr or (self.crlf and self.lf):
-            return "mixed"
-        return "crlf" if self.crlf else "lf"
-
-
-def _leading_blank_lines(delimiter: str) -> re.Pattern:
-    """Lines before the header holding only spaces and delimiters (as spreadsheets export
-    empty rows): not records, nor the header."""
-    blank = re.escape(delimiter.encode("utf-8"))
-    return re.compile(rb"\A(?:(?:[ \t]|" + blank + rb")*(?:\r\n|\n|\r))+")
-
-
-@contextmanager
-def open_source(source: Path) -> Iterator[tuple[BinaryIO, str]]:
-    """Open the CSV inside `source` (the file itself, or a ZIP's first CSV by name)."""
-    if source.is_dir():
-        raise MailPipelineError(f"not a file but a folder: {source}")
-    if not source.is_file():
-        raise MailPipelineError(f"file not found: {source}")
-    with open(source, "rb") as probe:
-        # A ZIP's local-file or empty-archive signature; a CSV may well start with "PK".
-        is_zip = probe.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
-    if not is_zip:
-        with open(source, "rb") as stream:
-            yield stream, str(source)
-        return
-    if not zipfile.is_zipfile(source):
-        raise MailPipelineError(NOT_CSV)
-    # A damaged, encrypted or exotic archive fails when opened or read, wherever that happens.
-    unreadable = (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError)
-    try:
-        with zipfile.ZipFile(source) as archive:
-            entry = _first_csv(archive)
-            with archive.open(entry) as stream:
-                yield stream, f"{source}:{entry}"
-    except unreadable as exc:
-        raise MailPipelineError(f"invalid file: the ZIP cannot be read ({exc})") from None
-
-
-def preview_columns(source: Path, options: ImportOptions) -> list[str]:
-    """The first record's cells, read from the start of the source alone: enough to refuse a
-    file that is not CSV, or a mapping that does not fit it, before anything is written."""
-    with open_source(source) as (stream, _origin):
-        sample = stream.read(_CHUNK)
-    encoding = "utf-8-sig" if options.encoding == "utf-8" else "latin-1"
-    if not _looks_like_text(sample, encoding):
-        raise MailPipelineError(NOT_CSV)
-    text = codecs.getincrementaldecoder(encoding)("replace").decode(sample)
-    return _first_record(io.StringIO(text, newline=""), options)
-
-
-def stage_source(source: Path, dest: Path, options: ImportOptions) -> StagedFile:
-    """Copy `source` (a CSV or the first CSV of a ZIP) to `dest` as UTF-8 without a BOM.
-    Raises MailPipelineError, before anything is written, when the file cannot be an import."""
-    with open_source(source) as (stream, origin):
-        return _copy_text(stream, dest, options, origin)
-
-
-def _first_csv(archive: zipfile.ZipFile) -> str:
-    """The first `.csv` entry by name (else the first `.tsv`/`.txt`), leaving out folders and
-    the hidden files archivers add (`__MACOSX/`, `._name`)."""
-    names = sorted(info.filename for info in archive.infolist()
-                   if not info.is_dir() and not info.filename.startswith("__MACOSX/")
-                   and not info.filename.rsplit("/", 1)[-1].startswith("."))
-    for suffixes in ((".csv",), CSV_SUFFIXES):
-        found = [name for name in names if name.lower().endswith(suffixes)]
-        if found:
-            return found[0]
-    raise MailPipelineError("invalid file: the ZIP holds no CSV file")
-
-
-def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> StagedFile:
-    """Stream `stream` to `dest`, checking it is text; UTF-8 is copied as is (less a BOM),
-    ISO-8859-1 is re-encoded to UTF-8 on the way."""
-    digest = hashlib.sha256()
-    latin1 = options.encoding == "iso-8859-1"
-    encoding = "latin-1" if latin1 else "utf-8-sig"
-    tmp = dest.with_suffix(".partial")
-    size = 0
-    seen_text = False
-    endings = _LineEndings()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(tmp, "wb") as out:
-            first = True
-            while chunk := stream.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-                if first:
-                    # The first chunk decides whether this is text at all; a bad byte further
-                    # on fails its own row (the reader rejects it), not the whole file.
-                    if not _looks_like_text(chunk, encoding):
-                        raise MailPipelineError(NOT_CSV)
-                    chunk = chunk.removeprefix(codecs.BOM_UTF8) if not latin1 else chunk
-                    # Blank lines before the header are not records, nor the header.
-                    chunk = _leading_blank_lines(options.delimiter).sub(b"", chunk)
-                    first = False
-                endings.feed(chunk)
-                seen_text = seen_text or bool(chunk.strip())
-                out.write(chunk.decode("latin-1").encode("utf-8") if latin1 else chunk)
-        if not seen_text:
-            raise MailPipelineError("invalid file: the file is empty")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return StagedFile(dest, size, digest.hexdigest(), origin, endings.kind(), endings.lines())
-
-
-def _looks_like_text(chunk: bytes, encoding: str) -> bool:
-    """No NUL bytes and (almost) every byte decodes: a stray bad byte is a bad row, not a bad file."""
-    sample = chunk[:8192]
-    if b"\x00" in sample:
-        return False
-    text = codecs.getincrementaldecoder(encoding)("replace").decode(sample)
-    return text.count("\ufffd") <= max(4, len(text) // 50)
 
 
 def read_header(path: Path, options: ImportOptions) -> list[str]:
     """The first record's cells, trimmed: the header's names (or, without one, the width)."""
     with open(path, encoding="utf-8", errors="replace", newline="") as f:
-        return _first_record(f, options)
+        return first_record(f, options)
 
 
-def _first_record(text: TextIO, options: ImportOptions) -> list[str]:
+def first_record(text: TextIO, options: ImportOptions) -> list[str]:
     try:
         for row in csv.reader(text, delimiter=options.delimiter, quotechar=options.quote):
             if any(cell.strip() for cell in row):
