@@ -15,34 +15,27 @@ from mail_pipeline.options import build
 
 @contextmanager
 def reported(import_id: str):
-    """A user's mistake fails the step with its one plain sentence, kept for the import document."""
+    """A user's mistake fails the step with its one plain sentence, which the run keeps for the
+    import document, and adds it to the import's log."""
     try:
         yield
     except MailPipelineError as exc:
         try:
             folder = pipeline.Folder.of(import_id)
         except MailPipelineError:  # the partition key itself is not a valid import id
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-        if folder.path.is_dir():
-            logs.write_atomically(folder.path / "error.txt", str(exc))
+            folder = None
+        if folder is not None and folder.path.is_dir():
             logs.append_log(folder.path, f"error: {exc}")
         raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
-def _failed_preview(folder: pipeline.Folder, limit: int = 20) -> dg.MetadataValue:
+def _failed_preview(folder: pipeline.Folder) -> dg.MetadataValue:
     """The first failed rows as a table: the file's columns, then the reason."""
-    import csv
-
-    with open(logs.log_path(folder.path, "failed"), encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader)
-        rows = [row for _, row in zip(range(limit), reader)]
+    header, rows = logs.failed_preview(folder.path)
     names = [f"{i}: {name}" for i, name in enumerate(header)]  # header names may repeat
     schema = dg.TableSchema(columns=[dg.TableColumn(n, "string") for n in names])
-    width = len(header) - 1  # a row with the wrong number of fields is padded or cut to fit
-    records = [dg.TableRecord(dict(zip(names, [*(row[:-1] + [""] * width)[:width], row[-1]])))
-               for row in rows]
-    return dg.MetadataValue.table(records=records, schema=schema)
+    return dg.MetadataValue.table(records=[dg.TableRecord(dict(zip(names, row))) for row in rows],
+                                  schema=schema)
 
 
 @dg.asset(partitions_def=imports_partitions, group_name="imports", kinds={"csv"})

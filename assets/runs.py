@@ -76,7 +76,8 @@ def state_of(run: dg.DagsterRun, import_id: str) -> str:
 
 
 def failure_message(inst: dg.DagsterInstance, run_id: str) -> Optional[str]:
-    """The first line of the error that failed the run, for failures that are not the user's."""
+    """Why the run failed: a user's mistake is its one sentence (the step's Failure), anything
+    else the last line of the underlying error."""
     for record in inst.get_records_for_run(
             run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
         data = record.event_log_entry.dagster_event.step_failure_data
@@ -102,9 +103,7 @@ def document(inst: dg.DagsterInstance, import_id: str) -> dict:
     record = inst.get_run_record_by_id(run.run_id)
     first = inst.get_run_record_by_id(runs[-1].run_id)
     state = state_of(run, import_id)
-    error = None
-    if state == "failed" and not (Folder.of(import_id).path / "error.txt").exists():
-        error = failure_message(inst, run.run_id)
+    error = failure_message(inst, run.run_id) if state == "failed" else None
     return import_document(
         import_id, state,
         created_at=_iso(first.create_timestamp.timestamp()),

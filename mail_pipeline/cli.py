@@ -5,7 +5,6 @@ The command line is the one part of the core that reaches into the Dagster layer
 """
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -17,12 +16,11 @@ from pathlib import Path
 from typing import Optional
 
 from mail_pipeline import home, logs
+from mail_pipeline.document import listing
 from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.files import read_json
 from mail_pipeline.options import ImportOptions, build, read_params
 from mail_pipeline.pipeline import Folder, preflight
-
-FINISHED_STATES = ("finished", "failed", "cancelled")
-
 
 def _runs():
     warnings.filterwarnings("ignore")  # Dagster's beta/deprecation notices are not for end users
@@ -59,8 +57,8 @@ def _watch(import_id: str, done: threading.Event) -> None:
     """Show progress on stderr from what the stages write, until the run ends."""
     folder, last = Folder.of(import_id), None
     while not done.wait(0.5):
-        validation = logs.read_json(folder.validation)
-        progress = logs.read_json(folder.progress)
+        validation = read_json(folder.validation)
+        progress = read_json(folder.progress)
         if progress:
             line = (f"import {import_id}: importing, batch {progress['batch']}/{progress['batches']}, "
                     f"{progress['records_imported']}/{validation['number_of_records']} records")
@@ -91,12 +89,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     runs = _runs()
     inst = runs.instance()
     import_id = runs.create_import(inst)
+    done = threading.Event()
     if not args.json:
         _say(f"import {import_id}: started")
-    done = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(import_id, done), daemon=True)
-    if not args.json:
-        watcher.start()
+        threading.Thread(target=_watch, args=(import_id, done), daemon=True).start()
     try:
         runs.execute_import(inst, import_id, options)
     finally:
@@ -147,29 +143,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
-
-
-def listing(documents: list[dict], scope: str, list_name: Optional[str], page: int,
-            per_page: int) -> dict:
-    """GreenArrow's listing: scope filter, its order, pages from 0."""
-    from datetime import datetime, timedelta, timezone
-
-    two_weeks_ago = (datetime.now(timezone.utc) - timedelta(days=14)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    done = lambda d: d["state"] in FINISHED_STATES  # noqa: E731
-    keep = {
-        "all": lambda d: True,
-        "active": lambda d: not done(d),
-        "finished": done,
-        "recent": lambda d: not done(d) or (d["finished_at"] or "") >= two_weeks_ago,
-    }[scope]
-    chosen = [d for d in documents if keep(d) and (list_name is None or list_name in d["lists"])]
-    # GreenArrow's order: unfinished ones soonest begins_at first, then finished ones newest first.
-    active = sorted((d for d in chosen if not done(d)), key=lambda d: d["begins_at"] or "~")
-    finished = sorted((d for d in chosen if done(d)), key=lambda d: d["finished_at"] or "", reverse=True)
-    selected = active + finished
-    return {"page": page, "per_page": per_page, "num_records": len(selected),
-            "num_pages": math.ceil(len(selected) / per_page),
-            "data": selected[page * per_page:(page + 1) * per_page]}
 
 
 def cmd_list(args: argparse.Namespace) -> int:

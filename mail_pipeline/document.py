@@ -1,12 +1,14 @@
-"""The import document (spec §4): GreenArrow's shape, built from the run's state and the
-import's files."""
+"""The import document (spec §4) and GreenArrow's listing of them, built from the run's state
+and the import's files."""
+import math
+from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 from mail_pipeline import logs
+from mail_pipeline.files import read_json
 from mail_pipeline.pipeline import Folder
 
-STATES = ("draft", "scheduled", "downloading", "splitting", "importing", "paused", "finished",
-          "failed", "cancelled")
+FINISHED_STATES = ("finished", "failed", "cancelled")
 
 
 def import_document(import_id: str, state: str, *, created_at: Optional[str], begins_at: Optional[str],
@@ -14,12 +16,12 @@ def import_document(import_id: str, state: str, *, created_at: Optional[str], be
                     error_message: Optional[str] = None) -> dict:
     """Everything a user asks about an import, from whatever its stages have written so far."""
     folder = Folder.of(import_id)
-    saved = logs.read_json(folder.options, {}) or {}
+    saved = read_json(folder.options, {}) or {}
     options = saved.get("options", {})
-    stats = logs.read_json(folder.stats)
+    stats = read_json(folder.stats)
     if stats is None:
-        validation = logs.read_json(folder.validation)
-        progress = logs.read_json(folder.progress, {})
+        validation = read_json(folder.validation)
+        progress = read_json(folder.progress, {})
         if validation:
             done = progress.get("records_imported",
                                 validation["failed"] + validation["skipped_duplicate"])
@@ -27,11 +29,30 @@ def import_document(import_id: str, state: str, *, created_at: Optional[str], be
         else:
             stats = logs.stats(0, {}, 0)
             stats["number_of_records"] = None
-    if error_message is None and (folder.path / "error.txt").exists():
-        error_message = (folder.path / "error.txt").read_text(encoding="utf-8")
     return {
         "id": import_id, "state": state, "created_at": created_at, "begins_at": begins_at,
         "finished_at": finished_at, "lists": options.get("lists", []),
         "error_message": error_message if state == "failed" else None, "run_id": run_id,
         "stats": stats, "source": saved.get("origin", options.get("source")), "options": options,
     }
+
+
+def listing(documents: list[dict], scope: str, list_name: Optional[str], page: int,
+            per_page: int) -> dict:
+    """GreenArrow's listing: scope filter, its order, pages from 0."""
+    two_weeks_ago = (datetime.now(timezone.utc) - timedelta(days=14)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    done = lambda d: d["state"] in FINISHED_STATES  # noqa: E731
+    keep = {
+        "all": lambda d: True,
+        "active": lambda d: not done(d),
+        "finished": done,
+        "recent": lambda d: not done(d) or (d["finished_at"] or "") >= two_weeks_ago,
+    }[scope]
+    chosen = [d for d in documents if keep(d) and (list_name is None or list_name in d["lists"])]
+    # GreenArrow's order: unfinished ones soonest begins_at first, then finished ones newest first.
+    active = sorted((d for d in chosen if not done(d)), key=lambda d: d["begins_at"] or "~")
+    finished = sorted((d for d in chosen if done(d)), key=lambda d: d["finished_at"] or "", reverse=True)
+    selected = active + finished
+    return {"page": page, "per_page": per_page, "num_records": len(selected),
+            "num_pages": math.ceil(len(selected) / per_page),
+            "data": selected[page * per_page:(page + 1) * per_page]}

@@ -3,13 +3,13 @@
 Every file is written under a temporary name and renamed, so a reader never sees half a log.
 """
 import csv
-import json
-import os
+import io
 from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
 
+from mail_pipeline.files import replacing, write_text
 from mail_pipeline.merge import CATEGORIES
 
 EMAIL_CATEGORIES = tuple(c for c in CATEGORIES if c != "failed")
@@ -20,24 +20,6 @@ def log_path(folder: Path, category: str) -> Path:
     if category == "failed":
         return folder / "logs" / "failed.csv"
     return folder / "logs" / f"{category}.txt"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, value) -> None:
-    write_atomically(path, json.dumps(value, indent=2, default=str) + "\n")
-
-
-def read_json(path: Path, default=None):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return default
 
 
 def stats(number_of_records: int, counts: dict[str, int], records_imported: int) -> dict:
@@ -59,21 +41,16 @@ def write_category_logs(folder: Path, outcomes: pl.DataFrame, duplicates: pl.Dat
     for category in EMAIL_CATEGORIES:
         emails = groups.get((category,), pl.DataFrame(schema={"row": pl.Int64, "email": pl.String}))
         counts[category] = emails.height
-        path = log_path(folder, category)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".partial")
-        # One normalized email per line, never quoted (GreenArrow's flat list).
-        emails.select("email").write_csv(tmp, include_header=False, quote_style="never")
-        os.replace(tmp, path)
+        with replacing(log_path(folder, category)) as tmp:
+            # One normalized email per line, never quoted (GreenArrow's flat list).
+            emails.select("email").write_csv(tmp, include_header=False, quote_style="never")
     counts["failed"] = failed.height
-    write_atomically(log_path(folder, "failed"), _failed_csv(failed, header))
+    write_text(log_path(folder, "failed"), _failed_csv(failed, header))
     return counts
 
 
 def _failed_csv(failed: pl.DataFrame, header: list[str]) -> str:
     """The failed rows as they came, the reason last (GreenArrow's failed log)."""
-    import io
-
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*header, "error"])
@@ -85,18 +62,24 @@ def _failed_csv(failed: pl.DataFrame, header: list[str]) -> str:
     return out.getvalue()
 
 
-def log_line(message: str, when: datetime | None = None) -> str:
-    """One line of the plain-text log, listmonk style: `2026/11/23 15:57:12 message`."""
-    when = when or datetime.now(timezone.utc)
-    return f"{when:%Y/%m/%d %H:%M:%S} {message}\n"
-
-
 def append_log(folder: Path, message: str) -> None:
-    """Add a line to the import's plain-text log (appends are whole lines)."""
+    """Add a line to the import's plain-text log, listmonk style (`2026/11/23 15:57:12 …`);
+    appends are whole lines."""
     path = log_path(folder, "log")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:
-        f.write(log_line(message))
+        f.write(f"{datetime.now(timezone.utc):%Y/%m/%d %H:%M:%S} {message}\n")
+
+
+def failed_preview(folder: Path, limit: int = 20) -> tuple[list[str], list[list[str]]]:
+    """The failed log's header and first rows, each row padded or cut to the header's width
+    (a record with the wrong number of fields keeps its reason last)."""
+    with open(log_path(folder, "failed"), encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = [row for _, row in zip(range(limit), reader)]
+    width = len(header) - 1
+    return header, [[*(row[:-1] + [""] * width)[:width], row[-1]] for row in rows]
 
 
 def summary(counts: dict[str, int], number_of_records: int) -> str:

@@ -6,7 +6,6 @@ its rows is written to a file just before that commit. A batch whose marker exis
 a resumed import never applies a row twice and a crash never leaves half a batch. (Rows of one
 import have distinct emails, so applying one batch never changes another batch's categories.)
 """
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Callable, Optional
 import duckdb
 import polars as pl
 
+from mail_pipeline.files import replacing
 from mail_pipeline.options import ImportOptions
 
 CATEGORIES = (
@@ -56,26 +56,22 @@ on_targets AS (
 ),
 joined AS (
   SELECT l.*, coalesce(t.on_lists, 0) AS on_lists, t.lists_on, {_GATE} AS gate,
-         -- whether overwrite_when_status lets an overwrite touch this subscriber
-         CASE {_GATE} WHEN 'scomp' THEN $when_scomp WHEN 'bounced' THEN $when_bounced
-              WHEN 'deactivated' THEN $when_deactivated WHEN 'unsubscribed' THEN $when_unsubscribed
-              ELSE $when_active END AS gate_allows,
          coalesce(t.any_unsubscribed, false) AS any_unsubscribed,
          (l.attributes IS NOT NULL OR l.custom_fields IS NOT NULL) AS has_attributes
   FROM looked_up l LEFT JOIN on_targets t ON t.email = l.email
 )
 SELECT *,
+  -- whether overwrite_when_status lets an overwrite touch this subscriber
+  CASE gate WHEN 'scomp' THEN $when_scomp WHEN 'bounced' THEN $when_bounced
+       WHEN 'deactivated' THEN $when_deactivated WHEN 'unsubscribed' THEN $when_unsubscribed
+       ELSE $when_active END AS gate_allows,
   CASE
     WHEN NOT known THEN 'added'
     WHEN $mode = 'blocklist' THEN 'updated'
     WHEN current_status = 'blocklisted' THEN 'skipped_blocklisted'
     WHEN on_lists < $n_lists OR ($subscribe_unsubscribed AND any_unsubscribed) THEN 'added'
     WHEN NOT $overwrite THEN 'skipped_overwrite'
-    WHEN gate = 'scomp' AND NOT $when_scomp THEN 'skipped_scomp'
-    WHEN gate = 'bounced' AND NOT $when_bounced THEN 'skipped_bounced'
-    WHEN gate = 'deactivated' AND NOT $when_deactivated THEN 'skipped_deactivated'
-    WHEN gate = 'unsubscribed' AND NOT $when_unsubscribed THEN 'skipped_unsubscribed'
-    WHEN gate = 'active' AND NOT $when_active THEN 'skipped_active'
+    WHEN NOT gate_allows THEN 'skipped_' || gate
     ELSE 'updated'
   END AS category
 FROM joined
@@ -240,12 +236,11 @@ def merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: pl.DataFrame,
         con.unregister("incoming")
     # Which statements each batch needs: an UPDATE scans a whole table even when no row of the
     # batch asks for it, so statements with nothing to do are left out.
-    needs = {batch: set(kinds or ()) for batch, kinds in con.execute(
-        "SELECT batch, list(DISTINCT CASE WHEN NOT known THEN 'new' WHEN category = 'added'"
-        " THEN 'known_added' ELSE 'known_updated' END) FILTER (category IN ('added', 'updated'))"
-        " FROM classified_all GROUP BY batch").fetchall()}
+    needs = {batch: (new, known) for batch, new, known in con.execute(
+        "SELECT batch, bool_or(NOT known), bool_or(known) FROM classified_all"
+        " WHERE category IN ('added', 'updated') GROUP BY batch").fetchall()}
     for number in range(first_batch, batches):
-        _apply(con, import_id, number, options, outcomes_dir, needs.get(number, set()))
+        _apply(con, import_id, number, options, outcomes_dir, needs.get(number, (False, False)))
         if on_progress:
             done = done_before + min((number - first_batch + 1) * size, remaining.height)
             on_progress(Progress(number + 1, batches, done))
@@ -257,7 +252,9 @@ def outcome_path(outcomes_dir: Path, number: int) -> Path:
 
 
 def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options: ImportOptions,
-           outcomes_dir: Path, needs: set[str]) -> None:
+           outcomes_dir: Path, needs: tuple[bool, bool]) -> None:
+    """Apply one batch in one transaction. `needs` says whether it adds new subscribers and
+    whether it changes known ones; statements with nothing to do are left out."""
     params = {**_parameters(options, datetime.now(timezone.utc)), "batch": number}
     con.execute("BEGIN TRANSACTION")
     try:
@@ -267,20 +264,17 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
         else:  # materialised: the count it ranks against moves as the batch inserts
             _run(con, _BATCH_WITH_LIMIT, params)
             con.execute("CREATE OR REPLACE TEMP VIEW classified AS SELECT * FROM limited")
-        known = bool(needs & {"known_added", "known_updated"})
+        new, known = needs
         for sql, needed in ((_UPDATE_SUBSCRIBERS, known), (_UPDATE_SUBSCRIPTIONS, known),
-                            (_INSERT_SUBSCRIBERS, "new" in needs),
-                            (_INSERT_SUBSCRIPTIONS_KNOWN, known),
-                            (_INSERT_SUBSCRIPTIONS_NEW, "new" in needs)):
+                            (_INSERT_SUBSCRIBERS, new), (_INSERT_SUBSCRIPTIONS_KNOWN, known),
+                            (_INSERT_SUBSCRIPTIONS_NEW, new)):
             if needed:  # (a subscriber limit only turns 'added' rows into skipped ones)
                 _run(con, sql, params)
         rows = con.sql("SELECT row, category FROM classified").pl()
         # Written before the commit: if the commit never happens the batch is applied again
         # and this file rewritten; once it happens, the file is already there.
-        path = outcome_path(outcomes_dir, number)
-        tmp = path.with_name(path.name + ".partial")
-        rows.write_parquet(tmp)
-        os.replace(tmp, path)
+        with replacing(outcome_path(outcomes_dir, number)) as tmp:
+            rows.write_parquet(tmp)
         con.execute("INSERT INTO import_batches VALUES (?, ?, ?, ?, ?, ?)",
                     [import_id, number, rows["row"].min(), rows["row"].max(), rows.height,
                      params["now"]])

@@ -4,7 +4,6 @@ Each stage reads only what the stage before it wrote in `imports/<id>/`, and wri
 output under a temporary name first, so any stage can be re-run after a crash. The Dagster assets
 in `assets/` are thin wrappers around these.
 """
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -12,6 +11,7 @@ from typing import Callable, Optional
 import polars as pl
 
 from mail_pipeline import home, logs, mapping, merge, reading, staging, store, validation
+from mail_pipeline.files import read_json, replacing, write_json
 from mail_pipeline.options import ImportOptions, build
 
 
@@ -37,13 +37,12 @@ class Folder:
 
 
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    frame.write_parquet(tmp, compression="lz4")  # working files: speed over size
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        frame.write_parquet(tmp, compression="lz4")  # working files: speed over size
 
 
 def load_options(folder: Folder) -> ImportOptions:
-    return build(json.loads(folder.options.read_text())["options"])
+    return build(read_json(folder.options)["options"])
 
 
 def columns_of(first_record: list[str], options: ImportOptions) -> list[str]:
@@ -71,14 +70,13 @@ def stage_raw(import_id: str, options: ImportOptions, source: Path) -> dict:
     folder = Folder.of(import_id)
     if any(folder.outcomes.glob("batch-*.parquet")):
         logs.append_log(folder.path, "resuming: keeping the file and options of the first attempt")
-        return json.loads(folder.options.read_text())["staged"]
+        return read_json(folder.options)["staged"]
     preflight(source, options)
     folder.path.mkdir(parents=True, exist_ok=True)
-    (folder.path / "error.txt").unlink(missing_ok=True)  # from an earlier attempt
     staged = staging.stage_source(source, folder.source, options)
     metadata = {"path": str(staged.path), "size": staged.size, "sha256": staged.sha256,
                 "origin": staged.origin, "lines": staged.lines - (1 if options.header else 0)}
-    logs.write_json(folder.options, {"options": options.model_dump(), "origin": staged.origin,
+    write_json(folder.options, {"options": options.model_dump(), "origin": staged.origin,
                                      "line_endings": staged.line_endings, "staged": metadata})
     logs.append_log(folder.path, f"importing {staged.origin!r}: mode {options.mode}, lists "
                     f"{', '.join(options.lists) or '(none)'}, overwrite {str(options.overwrite).lower()}")
@@ -88,11 +86,11 @@ def stage_raw(import_id: str, options: ImportOptions, source: Path) -> dict:
 def validate_import(import_id: str) -> dict:
     """Stage 2, the validated frame: read, map, check and deduplicate; route failures."""
     folder = Folder.of(import_id)
-    options = load_options(folder)
+    staged = read_json(folder.options)
+    options = build(staged["options"])
     columns = columns_of(reading.read_header(folder.source, options), options)
     resolved = mapping.resolve(columns, options)
-    line_endings = json.loads(folder.options.read_text()).get("line_endings", "mixed")
-    records = reading.read_records(folder.source, options, len(columns), line_endings)
+    records = reading.read_records(folder.source, options, len(columns), staged["line_endings"])
     result = validation.validate(records, columns, resolved)
     _write_parquet(result.valid, folder.valid)
     _write_parquet(result.failed, folder.failed)
@@ -100,7 +98,7 @@ def validate_import(import_id: str) -> dict:
     summary = {"columns": columns, "mapping": resolved.describe(columns),
                "number_of_records": result.number_of_records, "valid": result.valid.height,
                "failed": result.failed.height, "skipped_duplicate": result.duplicates.height}
-    logs.write_json(folder.validation, summary)
+    write_json(folder.validation, summary)
     for line in summary["mapping"]:
         logs.append_log(folder.path, line)
     logs.append_log(folder.path, f"read {result.number_of_records} records: {result.valid.height} valid, "
@@ -113,13 +111,13 @@ def merge_import(import_id: str, database: Path,
     """Stage 3, the subscriber table: apply the valid rows in batches, each one transaction."""
     folder = Folder.of(import_id)
     options = load_options(folder)
-    summary = logs.read_json(folder.validation)
+    summary = read_json(folder.validation)
     already = summary["failed"] + summary["skipped_duplicate"]
     valid = pl.read_parquet(folder.valid)
 
     def progress(p: merge.Progress) -> None:
-        logs.write_json(folder.progress, {"stage": "merging", "batch": p.batch, "batches": p.batches,
-                                          "records_imported": already + p.rows_done})
+        write_json(folder.progress, {"stage": "merging", "batch": p.batch, "batches": p.batches,
+                                     "records_imported": already + p.rows_done})
         logs.append_log(folder.path, f"committed batch {p.batch}/{p.batches} ({p.rows_done} rows)")
         if on_progress:
             on_progress(p)
@@ -136,12 +134,12 @@ def merge_import(import_id: str, database: Path,
 def write_import_logs(import_id: str) -> dict:
     """Stage 4, the logs: one file per category, the stats, and the closing log line."""
     folder = Folder.of(import_id)
-    summary = logs.read_json(folder.validation)
+    summary = read_json(folder.validation)
     emails = pl.read_parquet(folder.valid, columns=["row", "email"])
     outcomes = merge.outcomes(folder.outcomes).join(emails, on="row")
     counts = logs.write_category_logs(folder.path, outcomes, pl.read_parquet(folder.duplicates),
                                       pl.read_parquet(folder.failed), summary["columns"])
     result = logs.stats(summary["number_of_records"], counts, summary["number_of_records"])
-    logs.write_json(folder.stats, result)
+    write_json(folder.stats, result)
     logs.append_log(folder.path, logs.summary(counts, summary["number_of_records"]))
     return result

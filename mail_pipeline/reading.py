@@ -105,16 +105,23 @@ def _record_at(path: Path, position: int, options: ImportOptions) -> list[str]:
         return next(csv.reader(text, delimiter=options.delimiter, quotechar=options.quote), [])
 
 
+def _is_blank(cells: list[str]) -> bool:
+    """A blank line (or a line of spaces) is not a record."""
+    return len(cells) <= 1 and not "".join(cells).strip()
+
+
+def _wrong_count(width: int, cells: list[str]) -> str:
+    return f"wrong number of fields: expected {width}, found {len(cells)}"
+
+
 def _reject(path: Path, line: int, position: int, kind: str, options: ImportOptions,
             width: int) -> tuple | None:
     cells = _record_at(path, position, options)
-    if len(cells) <= 1 and not "".join(cells).strip():
-        return None  # a line of spaces: blank, not a record
+    if _is_blank(cells):
+        return None
     if kind in ("MISSING COLUMNS", "TOO MANY COLUMNS"):
-        error = f"wrong number of fields: expected {width}, found {len(cells)}"
-    else:
-        error = f"unreadable record: {kind.lower()}"
-    return line, cells, error
+        return line, cells, _wrong_count(width, cells)
+    return line, cells, f"unreadable record: {kind.lower()}"
 
 
 def _rejects_frame(items: list[tuple]) -> pl.DataFrame:
@@ -170,8 +177,8 @@ def _read_with_python(path: Path, options: ImportOptions, width: int) -> Records
     skip_header = options.header  # staging removed blank lines before it
 
     def record(cells: list[str], taken: list[str], start: int) -> None:
-        if len(cells) <= 1 and not "".join(cells).strip():
-            return  # a blank line is not a record
+        if _is_blank(cells):
+            return
         if _BAD_BYTE.search("".join(taken)):
             cells = [_BAD_BYTE.sub("\ufffd", cell) for cell in cells]
             rejects.append((start, cells, "unreadable record: invalid encoding"))
@@ -179,7 +186,7 @@ def _read_with_python(path: Path, options: ImportOptions, width: int) -> Records
         while len(cells) > width and cells[-1] == "":
             cells.pop()  # empty trailing fields (a trailing delimiter) are ignored, as DuckDB does
         if len(cells) != width:
-            rejects.append((start, cells, f"wrong number of fields: expected {width}, found {len(cells)}"))
+            rejects.append((start, cells, _wrong_count(width, cells)))
             return
         for i, cell in enumerate(cells):
             data[i].append(cell if cell != "" else None)

@@ -6,7 +6,6 @@ from their first bytes, before anything is written.
 import codecs
 import hashlib
 import io
-import os
 import re
 import zipfile
 import zlib
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.files import replacing
 from mail_pipeline.options import ImportOptions
 from mail_pipeline.reading import NOT_CSV, first_record
 
@@ -134,12 +134,10 @@ def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> Stage
     digest = hashlib.sha256()
     latin1 = options.encoding == "iso-8859-1"
     encoding = "latin-1" if latin1 else "utf-8-sig"
-    tmp = dest.with_suffix(".partial")
     size = 0
     seen_text = False
     endings = _LineEndings()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with replacing(dest) as tmp:
         with open(tmp, "wb") as out:
             first = True
             while chunk := stream.read(_CHUNK):
@@ -159,9 +157,6 @@ def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> Stage
                 out.write(chunk.decode("latin-1").encode("utf-8") if latin1 else chunk)
         if not seen_text:
             raise MailPipelineError("invalid file: the file is empty")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return StagedFile(dest, size, digest.hexdigest(), origin, endings.kind(), endings.lines())
 
 

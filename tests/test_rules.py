@@ -445,7 +445,7 @@ def test_bad_params_are_refused_in_one_sentence(tmp_path, params, message):
 def test_listing_follows_greenarrows_scopes_order_and_pages():
     from datetime import datetime, timedelta, timezone
 
-    from mail_pipeline.cli import listing
+    from mail_pipeline.document import listing
     iso = lambda days: (datetime.now(timezone.utc) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: E731
     docs = [
         {"id": "1", "state": "finished", "begins_at": iso(30), "finished_at": iso(30), "lists": ["a"]},
