@@ -19,7 +19,8 @@ from mail_pipeline import home, logs
 from mail_pipeline.document import listing
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.files import read_json
-from mail_pipeline.options import ImportOptions, build, read_params
+from mail_pipeline.options import ImportOptions, build
+from mail_pipeline.params import read_params
 from mail_pipeline.pipeline import Folder, preflight
 
 def _runs():

@@ -47,6 +47,21 @@ def import_dir(import_id: str) -> Path:
     return imports_dir() / import_id
 
 
+def uploads_dir() -> Path:
+    """Where GreenArrow-style `upload_directory` files are looked up, and stdin is spooled."""
+    return home() / "uploads"
+
+
+def upload_path(filename: str) -> Path:
+    """A file of the uploads folder by name; a name that leads outside it (`..`, an absolute
+    path, a link pointing elsewhere) is refused."""
+    root = uploads_dir().resolve()
+    path = (root / filename).resolve()
+    if not filename or Path(filename).is_absolute() or not path.is_relative_to(root) or path == root:
+        raise MailPipelineError(f"invalid upload file name {filename!r}: it must name a file inside {root}")
+    return path
+
+
 def dagster_home() -> Path:
     """The Dagster instance folder, with the dagster.yaml the project needs."""
     path = Path(os.environ.get("DAGSTER_HOME") or home() / "dagster").resolve()

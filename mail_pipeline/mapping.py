@@ -1,11 +1,43 @@
-"""Mapping (spec §3 "Mapping"): which column of the file feeds which subscriber field."""
+"""Mapping (spec §3 "Mapping"): which column of the file feeds which subscriber field.
+
+Without a mapping, columns are recognised by name: a field's own name first, then the header
+names other tools export (Mailchimp's `Email Address`, `OPTIN_TIME`, …); any other column is a
+custom field. A positional mapping (GreenArrow) or a named one (Mailrith, `--map`) replaces that.
+"""
+import re
 from dataclasses import dataclass, field
 
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.options import ImportOptions
 
 # Fields the store keeps as columns; any other mapped name is a custom field, kept in attributes.
-FIELDS = ("email", "name", "status", "attributes")
+FIELDS = ("email", "name", "status", "attributes", "tags", "email_format", "subscribe_time",
+          "subscribe_ip", "confirm_time", "remove_time", "remove_ip", "created_at", "updated_at")
+TIME_FIELDS = ("subscribe_time", "confirm_time", "remove_time", "created_at", "updated_at")
+IP_FIELDS = ("subscribe_ip", "remove_ip")
+
+# Header names other tools write, compared without case, spaces, '_' or '-'.
+ALIASES = {
+    "email": ("emailaddress", "mail", "mailaddress", "subscriberemail"),
+    "name": ("fullname", "subscribername", "displayname"),
+    "tags": ("tag",),
+    "email_format": ("emailtype", "preferredformat"),
+    "subscribe_time": ("optintime", "subscribedat", "subscribedate", "signuptime", "signupdate"),
+    "subscribe_ip": ("optinip", "signupip"),
+    "confirm_time": ("confirmedat", "confirmationtime", "confirmdate"),
+    "remove_time": ("unsubtime", "unsubscribetime", "unsubscribedat", "removedat"),
+    "remove_ip": ("unsubip", "unsubscribeip"),
+}
+# Without a name column, a first and a last name column make the name (they stay custom fields).
+FIRST_NAMES = ("firstname", "fname", "givenname")
+LAST_NAMES = ("lastname", "lname", "surname", "familyname")
+
+
+def squash(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "", name.strip().lower())
+
+
+_BY_ALIAS = {squash(f): f for f in FIELDS} | {a: f for f, names in ALIASES.items() for a in names}
 
 
 @dataclass(frozen=True)
@@ -14,34 +46,97 @@ class Mapping:
 
     fields: dict[str, int]
     custom: dict[str, int] = field(default_factory=dict)
+    name_parts: tuple[int, ...] = ()  # first and last name columns joined into `name`
+    ignored: tuple[int, ...] = ()     # columns a named mapping leaves out
 
     def describe(self, columns: list[str]) -> list[str]:
-        """One line per mapped column, for the import log ("column 'E-mail' → email")."""
+        """One line per column, for the import log ("column 'Email Address' → email")."""
         named = [(i, f) for f, i in self.fields.items()] + [
-            (i, f"custom field {name!r}") for name, i in self.custom.items()]
-        return [f"column {columns[i]!r} → {target}" for i, target in sorted(named)]
+            (i, f"custom field {name!r}") for name, i in self.custom.items()] + [
+            (i, "not imported") for i in self.ignored]
+        lines = [f"column {columns[i]!r} → {target}" for i, target in sorted(named)]
+        if self.name_parts:
+            parts = " + ".join(repr(columns[i]) for i in self.name_parts)
+            lines.append(f"columns {parts} → name")
+        return lines
+
+
+def _field_of(name: str) -> str:
+    """A mapping entry: a field by its own name (any case), else a custom field of that name."""
+    key = name.strip().lower()
+    return key if key in FIELDS else name.strip()
 
 
 def resolve(columns: list[str], options: ImportOptions) -> Mapping:
     """Map the file's columns (its header, or positions when it has none) to fields."""
-    names = options.mapping if options.mapping else columns
-    if options.mapping and len(options.mapping) > len(columns):
+    if options.column_map:
+        return _named(columns, options)
+    if options.mapping:
+        return _positional(columns, options)
+    return _recognised(columns)
+
+
+def _positional(columns: list[str], options: ImportOptions) -> Mapping:
+    if len(options.mapping) > len(columns):
         raise MailPipelineError(
             f"the mapping names {len(options.mapping)} columns but the file has {len(columns)}: "
             + ", ".join(columns))
     fields: dict[str, int] = {}
     custom: dict[str, int] = {}
-    for index, raw in enumerate(names):
-        name = (raw or "").strip()
-        if not name:
+    for index, raw in enumerate(options.mapping):
+        if not (raw or "").strip():
             continue  # an empty mapping slot skips that column
-        key = name.lower()
+        target = _field_of(raw)
+        (fields if target in FIELDS else custom).setdefault(target, index)
+    return _checked(Mapping(fields, custom), columns, "the mapping has no email column")
+
+
+def _named(columns: list[str], options: ImportOptions) -> Mapping:
+    if not options.header:
+        raise MailPipelineError("a named mapping (--map) needs a header row; use a positional mapping")
+    by_name: dict[str, int] = {}
+    for index, column in enumerate(columns):
+        by_name.setdefault(column.strip().lower(), index)
+    fields: dict[str, int] = {}
+    custom: dict[str, int] = {}
+    for column, target in options.column_map.items():
+        index = by_name.get(column.strip().lower())
+        if index is None:
+            raise MailPipelineError(f"the mapping names column {column!r}, which the file lacks; "
+                                    "its columns are: " + ", ".join(columns))
+        target = _field_of(target)
+        (fields if target in FIELDS else custom).setdefault(target, index)
+    used = set(fields.values()) | set(custom.values())
+    ignored = tuple(i for i in range(len(columns)) if i not in used)
+    return _checked(Mapping(fields, custom, ignored=ignored), columns, "the mapping has no email column")
+
+
+def _recognised(columns: list[str]) -> Mapping:
+    fields: dict[str, int] = {}
+    # A field's exact name wins over an alias of it; a repeated name: the first column wins.
+    for index, column in enumerate(columns):
+        key = column.strip().lower()
         if key in FIELDS:
-            fields.setdefault(key, index)  # a repeated header name: the first column wins
-        else:
-            custom.setdefault(name, index)
-    if "email" not in fields:
-        if options.mapping:
-            raise MailPipelineError("the mapping has no email column")
-        raise MailPipelineError("the file has no email column; its columns are: " + ", ".join(columns))
-    return Mapping(fields, custom)
+            fields.setdefault(key, index)
+    for index, column in enumerate(columns):
+        target = _BY_ALIAS.get(squash(column))
+        if target and index not in fields.values():
+            fields.setdefault(target, index)
+    taken = set(fields.values())
+    custom: dict[str, int] = {}
+    for index, column in enumerate(columns):
+        if index not in taken and column.strip():
+            custom.setdefault(column.strip(), index)
+    name_parts: tuple[int, ...] = ()
+    if "name" not in fields:
+        first = next((i for i in custom.values() if squash(columns[i]) in FIRST_NAMES), None)
+        last = next((i for i in custom.values() if squash(columns[i]) in LAST_NAMES), None)
+        name_parts = tuple(i for i in (first, last) if i is not None)
+    return _checked(Mapping(fields, custom, name_parts), columns,
+                    "the file has no email column; its columns are: " + ", ".join(columns))
+
+
+def _checked(mapping: Mapping, columns: list[str], missing_email: str) -> Mapping:
+    if "email" not in mapping.fields:
+        raise MailPipelineError(missing_email)
+    return mapping

@@ -6,6 +6,7 @@ its rows is written to a file just before that commit. A batch whose marker exis
 a resumed import never applies a row twice and a crash never leaves half a batch. (Rows of one
 import have distinct emails, so applying one batch never changes another batch's categories.)
 """
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,7 +58,8 @@ on_targets AS (
 joined AS (
   SELECT l.*, coalesce(t.on_lists, 0) AS on_lists, t.lists_on, {_GATE} AS gate,
          coalesce(t.any_unsubscribed, false) AS any_unsubscribed,
-         (l.attributes IS NOT NULL OR l.custom_fields IS NOT NULL) AS has_attributes
+         (l.attributes IS NOT NULL OR l.custom_fields IS NOT NULL OR $defaults IS NOT NULL)
+           AS has_attributes
   FROM looked_up l LEFT JOIN on_targets t ON t.email = l.email
 )
 SELECT *,
@@ -77,18 +79,27 @@ SELECT *,
 FROM joined
 """
 
-# A row's attributes: the file's JSON object, with its custom-field columns set on top. Merging
-# is listmonk's: top-level keys replace, other keys are kept, a null is stored as null. Stored
-# JSON is always re-serialised by DuckDB (json(), to_json()), so one object has one spelling
-# and a re-import compares equal. The MAP form is only built where a merge needs it.
+# A row's attributes: GreenArrow's default_custom_fields, then the file's JSON object, then its
+# custom-field columns on top. Merging is listmonk's: top-level keys replace, other keys are
+# kept, a null is stored as null. Stored JSON is always re-serialised by DuckDB (json(),
+# to_json()), so one object has one spelling and a re-import compares equal. The MAP form is
+# only built where a merge needs it.
 def _as_map(json_text: str) -> str:
     return f"({json_text})::JSON::MAP(VARCHAR, JSON)"
 
 
 _FILE_ATTRIBUTES = "coalesce(c.attributes, '{}')"
+_DEFAULTS = "coalesce($defaults, '{}')"
+_CUSTOM_FIELDS = "coalesce(c.custom_fields, '{}')"
 _NEW_ATTRIBUTES = (
-    f"CASE WHEN c.custom_fields IS NULL THEN json({_FILE_ATTRIBUTES})"
-    f" ELSE to_json(map_concat({_as_map(_FILE_ATTRIBUTES)}, {_as_map('c.custom_fields')})) END")
+    f"CASE WHEN c.custom_fields IS NULL AND $defaults IS NULL THEN json({_FILE_ATTRIBUTES})"
+    f" ELSE to_json(map_concat({_as_map(_DEFAULTS)}, {_as_map(_FILE_ATTRIBUTES)},"
+    f" {_as_map(_CUSTOM_FIELDS)})) END")
+
+# Tags: the row's (or, with replace_tags, only the row's) plus the import's (--tag, Mailrith's
+# new_tag_name); kept sorted and distinct so a re-import compares equal.
+def _tag_set(*lists: str) -> str:
+    return f"list_sort(list_distinct(list_concat({', '.join(lists)}, $tags::VARCHAR[])))"
 _MERGED_ATTRIBUTES = f"to_json(map_concat({_as_map('s.attributes')}, {_as_map(_NEW_ATTRIBUTES)}))"
 
 # One batch's rows, as a view (classified_all is in row order, so the filter reads only the
@@ -112,10 +123,11 @@ WHERE name NOT IN (SELECT name FROM lists)
 """
 
 _INSERT_SUBSCRIBERS = f"""
-INSERT INTO subscribers
+INSERT INTO subscribers (email, name, status, attributes, created_at, updated_at, tags, email_format)
 SELECT email, name,
        CASE WHEN $mode = 'blocklist' THEN 'blocklisted' ELSE coalesce(subscriber_status, 'enabled') END,
-       {_NEW_ATTRIBUTES}, $now, $now
+       {_NEW_ATTRIBUTES}, coalesce(c.created_at, $now), coalesce(c.updated_at, c.created_at, $now),
+       {_tag_set("coalesce(c.tags, [])")}, coalesce(c.email_format, $email_format)
 FROM classified c WHERE category = 'added' AND NOT known
 """
 
@@ -125,8 +137,8 @@ FROM classified c WHERE category = 'added' AND NOT known
 # changes.
 _UPDATE_SUBSCRIBERS = f"""
 UPDATE subscribers AS s SET
-  name = v.name, status = v.status, attributes = v.attributes,
-  updated_at = $now
+  name = v.name, status = v.status, attributes = v.attributes, tags = v.tags,
+  email_format = v.email_format, updated_at = $now
 FROM (
   SELECT c.email,
     CASE WHEN c.fields_ok AND $custom_fields AND c.name IS NOT NULL THEN c.name
@@ -135,24 +147,31 @@ FROM (
          WHEN c.fields_ok AND $status AND c.subscriber_status IS NOT NULL THEN c.subscriber_status
          ELSE s.status END AS status,
     CASE WHEN c.fields_ok AND $custom_fields AND c.has_attributes THEN {_MERGED_ATTRIBUTES}
-         ELSE s.attributes END AS attributes
+         ELSE s.attributes END AS attributes,
+    CASE WHEN NOT (c.fields_ok AND $custom_fields AND c.tags IS NOT NULL) THEN {_tag_set("s.tags")}
+         WHEN $replace_tags THEN {_tag_set("c.tags")}
+         ELSE {_tag_set("s.tags", "c.tags")} END AS tags,
+    CASE WHEN c.fields_ok AND $format AND c.email_format IS NOT NULL THEN c.email_format
+         ELSE s.email_format END AS email_format
   FROM (SELECT *, $overwrite AND gate_allows AS fields_ok FROM classified) c
   JOIN subscribers s ON s.email = c.email
   WHERE c.known AND c.category IN ('added', 'updated')
 ) AS v
 WHERE s.email = v.email
   AND (s.name IS DISTINCT FROM v.name OR s.status IS DISTINCT FROM v.status
-       OR s.attributes::VARCHAR IS DISTINCT FROM v.attributes::VARCHAR)
+       OR s.attributes::VARCHAR IS DISTINCT FROM v.attributes::VARCHAR
+       OR s.tags IS DISTINCT FROM v.tags OR s.email_format IS DISTINCT FROM v.email_format)
 """
 
 # New subscriptions on target lists for added rows (and, in blocklist mode, for every row).
 # A new subscriber has none yet; a known one holds those in `lists_on` (found when classifying).
 _INSERT_SUBSCRIPTIONS = """
-INSERT INTO subscriptions
+INSERT INTO subscriptions (email, list, status, created_at, updated_at,
+                           subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip)
 SELECT c.email, t.list,
        CASE WHEN $mode = 'blocklist' OR c.subscriber_status = 'blocklisted' THEN 'unsubscribed'
             ELSE coalesce(c.subscription_status, $subscription_status) END,
-       $now, $now
+       $now, $now, c.subscribe_time, c.subscribe_ip, c.confirm_time, c.remove_time, c.remove_ip
 FROM classified c CROSS JOIN (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list) t
 WHERE (c.category = 'added' OR ($mode = 'blocklist' AND c.category = 'updated')) AND {known}
 """
@@ -160,28 +179,42 @@ _INSERT_SUBSCRIPTIONS_NEW = _INSERT_SUBSCRIPTIONS.replace("{known}", "NOT c.know
 _INSERT_SUBSCRIPTIONS_KNOWN = _INSERT_SUBSCRIPTIONS.replace(
     "{known}", "c.known AND NOT list_contains(coalesce(c.lists_on, []), t.list)")
 
-# Status changes on existing subscriptions: blocklisting unsubscribes from every list;
-# subscribe_unsubscribed re-subscribes on target lists; an allowed overwrite sets the file's status.
-_UPDATE_SUBSCRIPTIONS = """
-UPDATE subscriptions AS x SET status = v.status, updated_at = $now
+# Changes on existing subscriptions: blocklisting unsubscribes from every list;
+# subscribe_unsubscribed re-subscribes on target lists; an allowed overwrite sets the file's status
+# (overwrite_what.status), or only confirms or unconfirms (overwrite_what.confirmed), and the
+# file's subscription times and IPs (overwrite_what.custom_fields).
+_ON_TARGET = "list_contains($lists::VARCHAR[], x.list)"
+
+
+def _subscription_field(name: str) -> str:
+    return (f"CASE WHEN {_ON_TARGET} AND c.fields_ok AND $custom_fields AND c.{name} IS NOT NULL"
+            f" THEN c.{name} ELSE x.{name} END AS {name}")
+
+
+_SUBSCRIPTION_FIELDS = ("subscribe_time", "subscribe_ip", "confirm_time", "remove_time", "remove_ip")
+_UPDATE_SUBSCRIPTIONS = f"""
+UPDATE subscriptions AS x SET status = v.status, updated_at = $now,
+  {", ".join(f"{f} = v.{f}" for f in _SUBSCRIPTION_FIELDS)}
 FROM (
   SELECT x.email, x.list,
     CASE
       WHEN $mode = 'blocklist' OR s.status = 'blocklisted' THEN 'unsubscribed'
-      WHEN c.category = 'added' AND $subscribe_unsubscribed AND x.status = 'unsubscribed'
-           AND x.list IN (SELECT unnest($lists::VARCHAR[]))
+      WHEN c.category = 'added' AND $subscribe_unsubscribed AND x.status = 'unsubscribed' AND {_ON_TARGET}
         THEN coalesce(c.subscription_status, $subscription_status)
-      WHEN c.category = 'updated' AND $status AND c.subscription_status IS NOT NULL
-           AND x.list IN (SELECT unnest($lists::VARCHAR[]))
+      WHEN c.category = 'updated' AND c.subscription_status IS NOT NULL AND {_ON_TARGET}
+           AND ($status OR ($confirmed AND x.status IN ('unconfirmed', 'confirmed')
+                            AND c.subscription_status IN ('unconfirmed', 'confirmed')))
         THEN c.subscription_status
       ELSE x.status
-    END AS status
-  FROM classified c
-  JOIN subscriptions x ON x.email = c.email
+    END AS status,
+    {", ".join(_subscription_field(f) for f in _SUBSCRIPTION_FIELDS)}
+  FROM subscriptions x
+  JOIN (SELECT *, $overwrite AND gate_allows AS fields_ok FROM classified) c ON x.email = c.email
   JOIN subscribers s ON s.email = c.email
   WHERE c.known AND c.category IN ('added', 'updated')
 ) AS v
-WHERE x.email = v.email AND x.list = v.list AND x.status IS DISTINCT FROM v.status
+WHERE x.email = v.email AND x.list = v.list AND (x.status IS DISTINCT FROM v.status
+  OR {" OR ".join(f"x.{f} IS DISTINCT FROM v.{f}" for f in _SUBSCRIPTION_FIELDS)})
 """
 
 
@@ -199,7 +232,10 @@ def _parameters(options: ImportOptions, now: datetime) -> dict:
         "mode": options.mode, "overwrite": options.overwrite, "limit": options.subscriber_limit,
         "subscribe_unsubscribed": options.subscribe_unsubscribed,
         "subscription_status": options.effective_subscription_status(),
-        "custom_fields": what.custom_fields, "status": what.status,
+        "custom_fields": what.custom_fields, "status": what.status, "confirmed": what.confirmed,
+        "format": what.format, "email_format": options.email_format,
+        "tags": sorted(set(options.tags)), "replace_tags": options.replace_tags,
+        "defaults": json.dumps(options.default_custom_fields) if options.default_custom_fields else None,
         "when_active": when.active, "when_unsubscribed": when.unsubscribed,
         "when_bounced": when.bounced, "when_deactivated": when.deactivated,
         "when_scomp": when.scomp, "now": now,

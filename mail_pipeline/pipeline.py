@@ -91,7 +91,7 @@ def validate_import(import_id: str) -> dict:
     columns = columns_of(reading.read_header(folder.source, options), options)
     resolved = mapping.resolve(columns, options)
     records = reading.read_records(folder.source, options, len(columns), staged["line_endings"])
-    result = validation.validate(records, columns, resolved)
+    result = validation.validate(records, columns, resolved, options.date_format)
     _write_parquet(result.valid, folder.valid)
     _write_parquet(result.failed, folder.failed)
     _write_parquet(result.duplicates, folder.duplicates)

@@ -21,14 +21,21 @@ CREATE TABLE IF NOT EXISTS subscribers (
     status VARCHAR NOT NULL,         -- enabled | disabled | blocklisted
     attributes JSON NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
-    updated_at TIMESTAMPTZ NOT NULL  -- moves only when a value changes
+    updated_at TIMESTAMPTZ NOT NULL, -- moves only when a value changes
+    tags VARCHAR[] NOT NULL DEFAULT [],  -- sorted, distinct
+    email_format VARCHAR             -- html | text | both, or unknown
 );
 CREATE TABLE IF NOT EXISTS subscriptions (
     email VARCHAR NOT NULL,
     list VARCHAR NOT NULL,
     status VARCHAR NOT NULL,         -- unconfirmed | confirmed | unsubscribed | bounced | ...
     created_at TIMESTAMPTZ NOT NULL,
-    updated_at TIMESTAMPTZ NOT NULL
+    updated_at TIMESTAMPTZ NOT NULL,
+    subscribe_time TIMESTAMPTZ,      -- as the file says (GreenArrow's subscription fields)
+    subscribe_ip VARCHAR,
+    confirm_time TIMESTAMPTZ,
+    remove_time TIMESTAMPTZ,
+    remove_ip VARCHAR
 );
 -- One row per committed batch, written in the batch's own transaction: a batch found here
 -- was applied, completely, and is never applied again. (Each row's category is in the
@@ -41,6 +48,25 @@ CREATE TABLE IF NOT EXISTS import_batches (
     rows INTEGER NOT NULL,
     committed_at TIMESTAMPTZ NOT NULL
 );
+-- Steps done once per import after its batches (Mailcoach's unsubscribe_others), committed
+-- with their effects like a batch.
+CREATE TABLE IF NOT EXISTS import_steps (
+    import_id VARCHAR NOT NULL,
+    step VARCHAR NOT NULL,
+    rows BIGINT NOT NULL,
+    committed_at TIMESTAMPTZ NOT NULL
+);
+"""
+
+# Stores made by an earlier version gain the newer columns (the tables above have them already).
+MIGRATIONS = """
+ALTER TABLE subscribers ADD COLUMN IF NOT EXISTS tags VARCHAR[] DEFAULT [];
+ALTER TABLE subscribers ADD COLUMN IF NOT EXISTS email_format VARCHAR;
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS subscribe_time TIMESTAMPTZ;
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS subscribe_ip VARCHAR;
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS confirm_time TIMESTAMPTZ;
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS remove_time TIMESTAMPTZ;
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS remove_ip VARCHAR;
 """
 
 
@@ -57,4 +83,5 @@ def connect(path: Path, wait_seconds: float = 600.0, memory_limit: str = "2GB") 
                 raise MailPipelineError(f"the subscriber store is busy: {path}") from None
             time.sleep(0.5)
     con.execute(SCHEMA)
+    con.execute(MIGRATIONS)
     return con

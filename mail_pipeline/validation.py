@@ -2,22 +2,35 @@
 valid row, a `failed` row with its reason, or a `skipped_duplicate` row. Nothing is dropped."""
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Optional
 
 import pandera.polars as pa
 import polars as pl
 
 from mail_pipeline.emails import check_emails
-from mail_pipeline.mapping import Mapping
+from mail_pipeline.mapping import IP_FIELDS, TIME_FIELDS, Mapping
+from mail_pipeline.options import EMAIL_FORMATS
 from mail_pipeline.reading import Records
-from mail_pipeline.values import STATUS_WORDS, custom_fields_json, json_objects, split_status
+from mail_pipeline.times import format_hint, parse_times
+from mail_pipeline.values import (STATUS_WORDS, SUBSCRIBER_STATUSES, custom_fields_json, ip_addresses,
+                                  json_objects, parse_tags, split_status)
 
 
 class ParsedRow(pa.DataFrameModel):
-    """What a usable row must satisfy; each failed check becomes that row's reason."""
+    """What a usable row must satisfy; each failed check becomes that row's reason. Checks of
+    fields the file does not map are absent (optional columns)."""
 
     email_key: str = pa.Field(nullable=False)
-    status: str = pa.Field(nullable=True, isin=STATUS_WORDS)
-    attributes_ok: bool = pa.Field(nullable=True, eq=True)
+    status: Optional[str] = pa.Field(nullable=True, isin=STATUS_WORDS)
+    email_format: Optional[str] = pa.Field(nullable=True, isin=list(EMAIL_FORMATS))
+    subscribe_time_ok: Optional[bool] = pa.Field(nullable=True, eq=True)
+    confirm_time_ok: Optional[bool] = pa.Field(nullable=True, eq=True)
+    remove_time_ok: Optional[bool] = pa.Field(nullable=True, eq=True)
+    created_at_ok: Optional[bool] = pa.Field(nullable=True, eq=True)
+    updated_at_ok: Optional[bool] = pa.Field(nullable=True, eq=True)
+    subscribe_ip_ok: Optional[bool] = pa.Field(nullable=True, eq=True)
+    remove_ip_ok: Optional[bool] = pa.Field(nullable=True, eq=True)
+    attributes_ok: Optional[bool] = pa.Field(nullable=True, eq=True)
 
 
 class ValidRow(pa.DataFrameModel):
@@ -28,21 +41,30 @@ class ValidRow(pa.DataFrameModel):
     row: int = pa.Field(ge=1)
     email: str = pa.Field(nullable=False)
     name: str = pa.Field(nullable=True)
-    subscriber_status: str = pa.Field(nullable=True)
+    subscriber_status: str = pa.Field(nullable=True, isin=list(SUBSCRIBER_STATUSES))
     subscription_status: str = pa.Field(nullable=True)
     attributes: str = pa.Field(nullable=True)
     custom_fields: str = pa.Field(nullable=True)
+    email_format: str = pa.Field(nullable=True, isin=list(EMAIL_FORMATS))
+    subscribe_ip: str = pa.Field(nullable=True)
+    remove_ip: str = pa.Field(nullable=True)
 
+
+# The merge's columns beyond ValidRow's, with the type an unmapped one gets.
+_TIME = pl.Datetime("us", "UTC")
+EXTRA_COLUMNS = {"tags": pl.List(pl.String), **{f: _TIME for f in TIME_FIELDS}}
 
 # Checked in this order; a row's reason is its first failure.
-_PRIORITY = {"email_key": 0, "status": 1, "attributes_ok": 2}
+_CHECKS = ("email_key", "status", "email_format", *(f"{f}_ok" for f in TIME_FIELDS),
+           *(f"{f}_ok" for f in IP_FIELDS), "attributes_ok")
+_PRIORITY = {check: rank for rank, check in enumerate(_CHECKS)}
 
 FAILED_SCHEMA = {"row": pl.Int64, "line": pl.Int64, "cells": pl.List(pl.String), "error": pl.String}
 
 
 @dataclass(frozen=True)
 class Validated:
-    valid: pl.DataFrame       # ValidRow
+    valid: pl.DataFrame       # ValidRow + EXTRA_COLUMNS
     failed: pl.DataFrame      # FAILED_SCHEMA: the record as it came and the reason
     duplicates: pl.DataFrame  # row, email
     number_of_records: int
@@ -54,16 +76,28 @@ def _cell(index: int) -> pl.Expr:
     return pl.when(text != "").then(text)
 
 
-def parse(records: Records, mapping: Mapping) -> pl.DataFrame:
-    """Records → one typed column per field (trimmed, empty = null) plus the checks' inputs."""
+def _name(mapping: Mapping) -> pl.Expr:
+    if "name" in mapping.fields:
+        return _cell(mapping.fields["name"])
+    if mapping.name_parts:  # "First" + "Last"
+        joined = pl.concat_str([_cell(i) for i in mapping.name_parts], separator=" ", ignore_nulls=True)
+        return pl.when(joined != "").then(joined)
+    return pl.lit(None, pl.String)
+
+
+def parse(records: Records, mapping: Mapping, date_format: str = "mdy") -> pl.DataFrame:
+    """Records → one typed column per field (trimmed, empty = null) plus the checks' inputs.
+    Time fields keep their text as `raw:<field>` for the failure reason."""
     fields = mapping.fields
+    text = lambda f: (_cell(fields[f]) if f in fields else pl.lit(None, pl.String)).alias(f)  # noqa: E731
+    times = [f for f in TIME_FIELDS if f in fields]
+    ips = [f for f in IP_FIELDS if f in fields]
     frame = records.rows.select(
-        "row",
-        _cell(fields["email"]).alias("email"),
-        (_cell(fields["name"]) if "name" in fields else pl.lit(None, pl.String)).alias("name"),
-        (_cell(fields["status"]) if "status" in fields else pl.lit(None, pl.String)).alias("status"),
-        (_cell(fields["attributes"]) if "attributes" in fields else pl.lit(None, pl.String))
-        .alias("attributes"),
+        "row", text("email"), _name(mapping).alias("name"), text("status"), text("attributes"),
+        text("email_format").str.to_lowercase(), *[text(f) for f in IP_FIELDS],
+        *[text(f).alias(f"raw:{f}") for f in times],
+        (parse_tags(_cell(fields["tags"])) if "tags" in fields else pl.lit(None, pl.List(pl.String)))
+        .alias("tags"),
         *[_cell(i).alias(f"custom:{name}") for name, i in mapping.custom.items()],
     )
     custom = [f"custom:{name}" for name in mapping.custom]
@@ -71,7 +105,16 @@ def parse(records: Records, mapping: Mapping) -> pl.DataFrame:
         *split_status(pl.col("status")),
         pl.col("status").str.to_lowercase(),
         custom_fields_json({c: c.removeprefix("custom:") for c in custom}),
+        *[parse_times(pl.col(f"raw:{f}"), date_format).alias(f) for f in times],
     ).drop(custom)
+    frame = frame.with_columns(
+        *[(pl.col(f"raw:{f}").is_null() | pl.col(f).is_not_null()).alias(f"{f}_ok") for f in times],
+        *[ip_addresses(frame[f]).alias(f"{f}_ok") for f in ips],
+        # A confirm time without a status says the subscription was confirmed.
+        pl.col("subscription_status").fill_null(
+            pl.when(pl.col("confirm_time").is_not_null()).then(pl.lit("confirmed")))
+        if "confirm_time" in times else pl.col("subscription_status"),
+    )
     # The JSON check runs in DuckDB, which releases the GIL, so it overlaps the email check,
     # whose costly part is email-validator's Python code.
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -81,37 +124,67 @@ def parse(records: Records, mapping: Mapping) -> pl.DataFrame:
     return pl.concat([frame, emails, attributes_ok], how="horizontal")
 
 
+def _quoted(text: str) -> pl.Expr:
+    return pl.lit(text, pl.String)
+
+
+def _message(check: str, columns: list[str], mapping: Mapping) -> pl.Expr:
+    """The reason a row fails `check`, naming the column and quoting the value."""
+    if check == "email_key":
+        return pl.col("email_error")
+    if check == "attributes_ok":
+        return _quoted("attributes is not a JSON object")
+    field = check.removesuffix("_ok")
+    column = columns[mapping.fields[field]] if field in mapping.fields else field
+    value = pl.col(f"raw:{field}") if field in TIME_FIELDS else pl.col(field)
+    if check == "status":
+        rule = ("must be a subscriber status (enabled, disabled, blocklisted) or a subscription "
+                "status")
+        what = "status"
+    elif check == "email_format":
+        rule, what = "must be html, text or both", "email_format"
+    elif field in TIME_FIELDS:
+        rule, what = f"expected {format_hint()}", f"{field} (a date)"
+    else:
+        rule, what = "not an IPv4 or IPv6 address", f"{field} (an IP address)"
+    return pl.concat_str([_quoted(f"invalid {what} '"), value,
+                          _quoted(f"' in column '{column}': {rule}")])
+
+
 def reasons(parsed: pl.DataFrame, columns: list[str], mapping: Mapping) -> pl.DataFrame:
     """Run the Pandera checks and give each failing row (by position) its reason."""
+    checks = [c for c in _CHECKS if c in parsed.columns]
     try:
-        ParsedRow.validate(parsed.select("email_key", "status", "attributes_ok"), lazy=True)
+        ParsedRow.validate(parsed.select(checks), lazy=True)
         return pl.DataFrame(schema={"index": pl.UInt32, "error": pl.String})
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases.filter(pl.col("index").is_not_null())
-    status_column = columns[mapping.fields["status"]] if "status" in mapping.fields else "status"
+    inputs = ["email_error", *[c for c in parsed.columns if c.startswith("raw:")],
+              "status", "email_format", *IP_FIELDS]
     cases = (
-        cases.select(pl.col("index").cast(pl.UInt32), "column", "failure_case")
+        cases.select(pl.col("index").cast(pl.UInt32), "column")
         .with_columns(pl.col("column").replace_strict(_PRIORITY, return_dtype=pl.Int8).alias("rank"))
         .sort("index", "rank").unique("index", keep="first", maintain_order=True)
-        .join(parsed.with_row_index("index").select("index", "email_error"), on="index")
+        .join(parsed.with_row_index("index").select("index", *inputs), on="index")
     )
-    return cases.select("index", pl.when(pl.col("column") == "email_key").then(pl.col("email_error"))
-        .when(pl.col("column") == "status").then(pl.format(
-            "invalid status '{}' in column '" + status_column.replace("{", "{{").replace("}", "}}")
-            + "': must be a subscriber status (enabled, disabled, blocklisted) or a subscription"
-            " status", pl.col("failure_case")))
-        .otherwise(pl.lit("attributes is not a JSON object")).alias("error"))
+    error = pl.lit(None, pl.String)
+    for check in reversed(checks):
+        error = pl.when(pl.col("column") == check).then(_message(check, columns, mapping)).otherwise(error)
+    return cases.select("index", error.alias("error"))
 
 
-def validate(records: Records, columns: list[str], mapping: Mapping) -> Validated:
+def validate(records: Records, columns: list[str], mapping: Mapping,
+             date_format: str = "mdy") -> Validated:
     """Parse, check and deduplicate the records; the first occurrence of an email wins."""
-    parsed = parse(records, mapping)
+    parsed = parse(records, mapping, date_format)
     failures = reasons(parsed, columns, mapping)
     # Failures are few: mark them by position rather than joining the whole frame.
     is_failed = pl.int_range(pl.len(), dtype=pl.UInt32).is_in(failures["index"].implode())
     ok = parsed.filter(~is_failed).select(
         "row", pl.col("email_key").alias("email"), "name", "subscriber_status",
-        "subscription_status", "attributes", "custom_fields")
+        "subscription_status", "attributes", "custom_fields", "email_format", *IP_FIELDS,
+        *[pl.col(c) if c in parsed.columns else pl.lit(None, dtype).alias(c)
+          for c, dtype in EXTRA_COLUMNS.items()])
     first = ok["email"].is_first_distinct()
     valid, duplicates = ok.filter(first), ok.filter(~first).select("row", "email")
     failed_rows = (records.rows.with_row_index("index").join(failures, on="index")

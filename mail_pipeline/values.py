@@ -1,4 +1,5 @@
 """Values (spec §3 "Values"): statuses in both vocabularies, and JSON attributes."""
+import ipaddress
 import json
 
 import duckdb
@@ -73,3 +74,31 @@ def custom_fields_json(columns: dict[str, str]) -> pl.Expr:
     ]
     joined = pl.concat_str(members, separator=",", ignore_nulls=True)
     return pl.when(joined != "").then(pl.format("{{{}}}", joined)).alias("custom_fields")
+
+
+# A tag list: `,`, `;` or `|` separated; a tag in double quotes may hold a separator (Mailchimp
+# writes TAGS as `"VIP","Early, bird"`).
+_TAG = r'"[^"]*"|[^,;|"]+'
+
+
+def parse_tags(cell: pl.Expr) -> pl.Expr:
+    """A tags cell → sorted distinct tags, or null when it holds none."""
+    tag = pl.element().str.strip_chars().str.strip_chars('"').str.strip_chars()
+    tags = cell.str.extract_all(_TAG).list.eval(tag.filter(tag != "").unique().sort())
+    return pl.when(tags.list.len() > 0).then(tags)
+
+
+def ip_addresses(values: pl.Series) -> pl.Series:
+    """True where the text is an IPv4 or IPv6 address, null where there is none. Checked by
+    Python's `ipaddress` once per distinct value (a file holds few distinct IPs per row count)."""
+    distinct = values.drop_nulls().unique()
+    verdicts = {text: _is_ip(text) for text in distinct.to_list()}
+    return values.replace_strict(verdicts, default=None, return_dtype=pl.Boolean)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False

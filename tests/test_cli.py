@@ -50,13 +50,13 @@ def test_errors_are_one_line_on_stderr_without_traceback(mail_home, tmp_path):
     binary = tmp_path / "bin.csv"
     binary.write_bytes(b"\x7fELF\x00\x00\x00")
     no_email = tmp_path / "no_email.csv"
-    no_email.write_text("mail,name\nx@example.com,X\n")
+    no_email.write_text("contact,name\nx@example.com,X\n")
     cases = [
         (("import", str(binary)), "error: invalid file: not a CSV or ZIP"),
         (("import", str(SAMPLE), "--delimiter", "::"), "error: invalid delimiter: must be a single character"),
         (("import", str(SAMPLE), "--mode", "nuke"), "error: invalid mode: must be 'subscribe' or 'blocklist'"),
         (("import", str(SAMPLE), "--subscription-status", "maybe"), "error: invalid subscription_status"),
-        (("import", str(no_email)), "error: the file has no email column; its columns are: mail, name"),
+        (("import", str(no_email)), "error: the file has no email column; its columns are: contact, name"),
         (("import", str(tmp_path / "missing.csv")), "error: file not found"),
         (("imports", "show", "42"), "error: import 42 not found"),
     ]

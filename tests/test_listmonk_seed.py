@@ -6,7 +6,8 @@ import zipfile
 import pytest
 
 from mail_pipeline.errors import MailPipelineError
-from mail_pipeline.options import build, read_params
+from mail_pipeline.options import build
+from mail_pipeline.params import read_params
 from tests.helpers import categories, log_lines, query, run_import
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.mapping import resolve
-from mail_pipeline.options import ImportOptions, build, read_params
+from mail_pipeline.options import ImportOptions, build
+from mail_pipeline.params import read_params
 from mail_pipeline.pipeline import preflight
 from mail_pipeline.reading import read_records
 from tests.helpers import categories, log_lines, query, run_import
@@ -19,8 +20,8 @@ def test_mapping_matches_headers_case_insensitively_and_keeps_other_columns_as_c
 
 
 def test_a_file_without_an_email_column_is_refused_naming_its_columns(write_csv):
-    path = write_csv("mail,name\na@example.com,A\n")
-    with pytest.raises(MailPipelineError, match="no email column; its columns are: mail, name"):
+    path = write_csv("contact,name\na@example.com,A\n")
+    with pytest.raises(MailPipelineError, match="no email column; its columns are: contact, name"):
         preflight(path, build({}))
 
 
@@ -229,7 +230,7 @@ def test_zip_without_csv_is_refused(tmp_path):
     ({"subscription_status": "maybe"}, "invalid subscription_status"),
     ({"encoding": "utf-16"}, "invalid encoding"),
     ({"header": False}, "needs a positional mapping"),
-    ({"bogus": 1}, "invalid option 'bogus'"),
+    ({"bogus": 1}, "unknown option 'bogus'"),
     ({"overwrite": "often"}, "invalid option 'overwrite'"),
 ])
 def test_bad_options_are_refused_in_one_sentence(options, message):
@@ -433,7 +434,7 @@ def test_a_damaged_zip_is_refused_in_one_sentence(tmp_path, damage):
 
 @pytest.mark.parametrize("params, message", [
     ({"ops": {"raw_file": {"config": "x"}}}, "ops.raw_file.config must be a JSON object"),
-    ({"overwrite_what": {"stat": True}}, "invalid option 'overwrite_what.stat'"),
+    ({"overwrite_what": {"stat": True}}, "invalid params: unknown key 'overwrite_what.stat'"),
 ])
 def test_bad_params_are_refused_in_one_sentence(tmp_path, params, message):
     path = tmp_path / "p.json"
