@@ -44,7 +44,7 @@ def raw_file(context: dg.AssetExecutionContext, config: ImportConfig) -> dg.Mate
     Its `row_count` counts lines after the header; `validated_frame` counts parsed records."""
     with reported(context.partition_key):
         options = build(config.model_dump())
-        staged = pipeline.stage_raw(context.partition_key, options, Path(options.source))
+        staged = pipeline.stage_raw(pipeline.Folder.of(context.partition_key), options)
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(staged["path"]), "origin": staged["origin"],
         "size": staged["size"], "sha256": staged["sha256"], "row_count": staged["lines"],
@@ -56,7 +56,7 @@ def raw_file(context: dg.AssetExecutionContext, config: ImportConfig) -> dg.Mate
 def validated_frame(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Rows read, mapped, checked (Pandera) and deduplicated; failures and duplicates routed."""
     with reported(context.partition_key):
-        summary = pipeline.validate_import(context.partition_key)
+        summary = pipeline.validate_import(pipeline.Folder.of(context.partition_key))
     return dg.MaterializeResult(metadata={
         "number_of_records": summary["number_of_records"], "valid": summary["valid"],
         "failed": summary["failed"], "skipped_duplicate": summary["skipped_duplicate"],
@@ -74,7 +74,7 @@ def subscribers(context: dg.AssetExecutionContext, store: StoreResource) -> dg.M
         context.log.info(f"import {import_id}: committed batch {p.batch}/{p.batches} ({p.rows_done} rows)")
 
     with reported(import_id):
-        counts = pipeline.merge_import(import_id, store.path(), progress)
+        counts = pipeline.merge_import(pipeline.Folder.of(import_id), store.path(), progress)
     return dg.MaterializeResult(metadata={
         "import_id": import_id, "database": dg.MetadataValue.path(str(store.path())),
         **{f"rows_{category}": int(n) for category, n in sorted(counts.items())},
@@ -87,8 +87,8 @@ def import_logs(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     Built from the merge's per-batch outcomes, so it never opens the store."""
     import_id = context.partition_key
     with reported(import_id):
-        stats = pipeline.write_import_logs(import_id)
-    folder = pipeline.Folder.of(import_id)
+        folder = pipeline.Folder.of(import_id)
+        stats = pipeline.write_import_logs(folder)
     return dg.MaterializeResult(metadata={
         "number_of_records": stats["number_of_records"],
         **{category: n for category, n in stats["subscribers"].items()},

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +22,9 @@ from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.files import read_json
 from mail_pipeline.options import ImportOptions, build
 from mail_pipeline.params import read_params
-from mail_pipeline.pipeline import Folder, preflight
+from mail_pipeline.pipeline import Folder, content_bytes, preflight
+from mail_pipeline.preview import preview
+from mail_pipeline.times import parse_times
 
 def _runs():
     warnings.filterwarnings("ignore")  # Dagster's beta/deprecation notices are not for end users
@@ -41,16 +44,43 @@ def _options(args: argparse.Namespace) -> ImportOptions:
         "overwrite": True if args.overwrite else None, "delimiter": args.delimiter,
         "quote": args.quote, "encoding": args.encoding, "header": False if args.no_header else None,
         "mapping": [name.strip() for name in args.mapping.split(",")] if args.mapping else None,
+        "column_map": _column_map(args.map) if args.map else None,
+        "date_format": args.date_format, "tags": args.tag or None,
+        "idempotency_key": args.idempotency_key, "subscriber_limit": args.subscriber_limit,
+        "subscribe_unsubscribed": True if args.subscribe_unsubscribed else None,
+        "unsubscribe_others": True if args.unsubscribe_others else None,
+        "replace_tags": True if args.replace_tags else None,
     }
     fields.update({k: v for k, v in flags.items() if v is not None})
+    if args.source:  # a source on the line wins over inline CSV text in the params file
+        fields["content"] = None
+    if fields.get("mapping") and flags["column_map"]:
+        fields["mapping"] = None  # so does a named mapping over a positional one
+    if fields.get("column_map") and flags["mapping"]:
+        fields["column_map"] = {}
     return build(fields)
 
 
-def _spool_stdin() -> Path:
-    uploads = home.home() / "uploads"
+def _column_map(pairs: list[str]) -> dict[str, str]:
+    """`--map 'CSV column=field'` (repeatable) → the named mapping."""
+    result = {}
+    for pair in pairs:
+        column, sep, target = pair.partition("=")
+        if not sep or not column.strip() or not target.strip():
+            raise MailPipelineError(f"invalid --map {pair!r}: use 'CSV column=field'")
+        result[column.strip()] = target.strip()
+    return result
+
+
+def _spool(data: Optional[bytes] = None) -> Path:
+    """Standard input, or inline CSV text, as a file in the uploads folder."""
+    uploads = home.uploads_dir()
     uploads.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=uploads, suffix=".csv", delete=False) as f:
-        shutil.copyfileobj(sys.stdin.buffer, f)
+    with tempfile.NamedTemporaryFile(dir=uploads, prefix="spool-", suffix=".csv", delete=False) as f:
+        if data is None:
+            shutil.copyfileobj(sys.stdin.buffer, f)
+        else:
+            f.write(data)
     return Path(f.name)
 
 
@@ -72,19 +102,45 @@ def _watch(import_id: str, done: threading.Event) -> None:
             last = line
 
 
-def cmd_import(args: argparse.Namespace) -> int:
-    options = _options(args)
+def check_begins_at(options: ImportOptions) -> None:
+    """GreenArrow's `begins_at`: "now" or a past time runs now; a later time would schedule the
+    import, which `--at` is to do (not built yet), so it is refused rather than run early."""
+    if options.begins_at in (None, "", "now"):
+        return
+    import polars as pl
+    [when] = pl.select(parse_times(pl.lit(options.begins_at), options.date_format)).to_series().to_list()
+    if when is None:
+        raise MailPipelineError(f"invalid begins_at {options.begins_at!r}: expected 'now' or a time")
+    if when > datetime.now(timezone.utc):
+        raise MailPipelineError(f"begins_at {options.begins_at!r} is in the future: scheduled "
+                                "imports are not supported yet")
+
+
+def _source(args: argparse.Namespace, options: ImportOptions) -> tuple[Path, bool]:
+    """The file to import, and whether it is a spooled copy (stdin or inline CSV text)."""
     source = args.source or options.source
+    if options.content is not None and not args.source:
+        return _spool(content_bytes(options)), True
     if not source:
         raise MailPipelineError("no source: give a file, '-' for standard input, or a URL")
     if source.startswith(("http://", "https://")):
         raise MailPipelineError("URL sources are not supported yet: download the file and import it")
-    path = _spool_stdin() if source == "-" else Path(source).expanduser().resolve()
-    options = options.model_copy(update={"source": str(path)})
+    if source == "-":
+        return _spool(), True
+    return Path(source).expanduser().resolve(), False
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    options = _options(args)
+    check_begins_at(options)
+    path, spooled = _source(args, options)
+    options = options.model_copy(update={"source": str(path), "content": None})
     try:
         preflight(path, options)
+        if args.dry_run:
+            return _dry_run(options, args.json)
     except MailPipelineError:
-        if source == "-":
+        if spooled:
             path.unlink(missing_ok=True)
         raise
     runs = _runs()
@@ -106,12 +162,27 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dry_run(options: ImportOptions, as_json: bool) -> int:
+    """Every stage but the write, outside Dagster: nothing is recorded as a run or an import."""
+    if not as_json:
+        _say("dry run: reading, checking and merging in a transaction that is rolled back")
+    document = preview(options)
+    _print_document(document, as_json)
+    if not as_json:
+        print(f"  logs:    {document['logs']}")
+        print()
+        sys.stdout.write(Path(document["logs"], "log.txt").read_text(encoding="utf-8"))
+        print("dry run: nothing was written to the subscriber store")
+    return 0
+
+
 def _print_document(document: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(document, indent=2))
         return
     stats = document["stats"]
-    print(f"import {document['id']}: {document['state']}")
+    title = "dry run" if document.get("dry_run") else f"import {document['id']}"
+    print(f"{title}: {document['state']}")
     print(f"  source:  {document['source']}")
     print(f"  lists:   {', '.join(document['lists']) or '(none)'}")
     print(f"  created: {document['created_at']}   finished: {document['finished_at'] or '-'}")
@@ -120,6 +191,8 @@ def _print_document(document: dict, as_json: bool) -> None:
     for category, count in stats["subscribers"].items():
         if count:
             print(f"  {category:<21} {count}")
+    if "unsubscribed_others" in stats:
+        print(f"  unsubscribed others:  {stats['unsubscribed_others']}")
     if document["error_message"]:
         print(f"  error:   {document['error_message']}")
 
@@ -132,8 +205,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     category = args.category or "log"
-    if category not in (*logs.CATEGORIES, "log"):
-        raise MailPipelineError(f"unknown log {category!r}: use log, " + ", ".join(logs.CATEGORIES))
+    if category not in logs.LOGS:
+        raise MailPipelineError(f"unknown log {category!r}: use " + ", ".join(logs.LOGS))
     folder = Folder.of(args.id)
     if not folder.path.is_dir():
         raise MailPipelineError(f"import {args.id} not found")
@@ -197,7 +270,21 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--encoding", help="utf-8 (default) or iso-8859-1")
     imp.add_argument("--no-header", action="store_true", help="the file has no header row")
     imp.add_argument("--mapping", help="positional mapping, e.g. 'email,name,First Name'")
-    imp.add_argument("--params", help="JSON body of a listmonk import, or the canonical options")
+    imp.add_argument("--map", action="append", metavar="'COLUMN=FIELD'",
+                     help="named mapping, e.g. 'E-post=email' (repeatable); replaces recognition")
+    imp.add_argument("--date-format", help="mdy (default) or dmy: how 05/11/2014 reads")
+    imp.add_argument("--tag", action="append", help="tag every added or updated subscriber (repeatable)")
+    imp.add_argument("--replace-tags", action="store_true", help="the file's tags replace stored ones")
+    imp.add_argument("--subscribe-unsubscribed", action="store_true",
+                     help="re-subscribe subscribers who had unsubscribed from a target list")
+    imp.add_argument("--unsubscribe-others", action="store_true",
+                     help="unsubscribe the target lists' subscribers absent from the file")
+    imp.add_argument("--subscriber-limit", type=int, help="add no subscribers beyond this total")
+    imp.add_argument("--idempotency-key", help="the same key returns the same import")
+    imp.add_argument("--params", help="JSON body of a listmonk, GreenArrow, Mailcoach or Mailrith "
+                     "import, or the canonical options (the launchpad's config)")
+    imp.add_argument("--dry-run", action="store_true",
+                     help="run every stage but the write; print the document and the logs")
     imp.set_defaults(func=cmd_import)
 
     imps = sub.add_parser("imports", help="list imports, or show one, or read its logs")

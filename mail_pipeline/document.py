@@ -13,9 +13,9 @@ FINISHED_STATES = ("finished", "failed", "cancelled")
 
 def import_document(import_id: str, state: str, *, created_at: Optional[str], begins_at: Optional[str],
                     finished_at: Optional[str], run_id: Optional[str],
-                    error_message: Optional[str] = None) -> dict:
+                    error_message: Optional[str] = None, folder: Optional[Folder] = None) -> dict:
     """Everything a user asks about an import, from whatever its stages have written so far."""
-    folder = Folder.of(import_id)
+    folder = folder or Folder.of(import_id)
     saved = read_json(folder.options, {}) or {}
     options = saved.get("options", {})
     stats = read_json(folder.stats)

@@ -13,6 +13,8 @@ from mail_pipeline.files import replacing, write_text
 from mail_pipeline.merge import CATEGORIES
 
 EMAIL_CATEGORIES = tuple(c for c in CATEGORIES if c != "failed")
+# Logs beside the categories: Mailcoach's unsubscribe_others lists whom it unsubscribed.
+LOGS = (*CATEGORIES, "unsubscribed_others", "log")
 
 
 def log_path(folder: Path, category: str) -> Path:
@@ -41,12 +43,16 @@ def write_category_logs(folder: Path, outcomes: pl.DataFrame, duplicates: pl.Dat
     for category in EMAIL_CATEGORIES:
         emails = groups.get((category,), pl.DataFrame(schema={"row": pl.Int64, "email": pl.String}))
         counts[category] = emails.height
-        with replacing(log_path(folder, category)) as tmp:
-            # One normalized email per line, never quoted (GreenArrow's flat list).
-            emails.select("email").write_csv(tmp, include_header=False, quote_style="never")
+        write_email_log(folder, category, emails)
     counts["failed"] = failed.height
     write_text(log_path(folder, "failed"), _failed_csv(failed, header))
     return counts
+
+
+def write_email_log(folder: Path, name: str, emails: pl.DataFrame) -> None:
+    """One normalized email per line, never quoted (GreenArrow's flat list)."""
+    with replacing(log_path(folder, name)) as tmp:
+        emails.select("email").write_csv(tmp, include_header=False, quote_style="never")
 
 
 def _failed_csv(failed: pl.DataFrame, header: list[str]) -> str:

@@ -7,10 +7,11 @@ a resumed import never applies a row twice and a crash never leaves half a batch
 import have distinct emails, so applying one batch never changes another batch's categories.)
 """
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import duckdb
 import polars as pl
@@ -249,9 +250,26 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> None:
 
 def merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: pl.DataFrame,
           options: ImportOptions, outcomes_dir: Path,
-          on_progress: Optional[Callable[[Progress], None]] = None) -> None:
+          on_progress: Optional[Callable[[Progress], None]] = None, *,
+          unsubscribe_others: bool = False, dry_run: bool = False) -> None:
     """Classify the rows not yet applied, then apply them batch by batch.
-    Each batch's categories go to `outcomes_dir/batch-N.parquet` (row, category)."""
+    Each batch's categories go to `outcomes_dir/batch-N.parquet` (row, category).
+    `unsubscribe_others` then unsubscribes the target lists' other subscribers (Mailcoach).
+    A dry run does all of it in one transaction and rolls it back."""
+    if dry_run:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            _merge(con, import_id, valid, options, outcomes_dir, on_progress, unsubscribe_others, False)
+        finally:
+            con.execute("ROLLBACK")
+    else:
+        _merge(con, import_id, valid, options, outcomes_dir, on_progress, unsubscribe_others, True)
+
+
+def _merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: pl.DataFrame,
+           options: ImportOptions, outcomes_dir: Path,
+           on_progress: Optional[Callable[[Progress], None]], unsubscribe_others: bool,
+           commit: bool) -> None:
     # Batches commit in row order, so the rows still to apply are those after the last
     # committed one, whatever batch size an earlier attempt used.
     [(last_batch, last_row)] = con.execute(
@@ -276,11 +294,74 @@ def merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: pl.DataFrame,
         "SELECT batch, bool_or(NOT known), bool_or(known) FROM classified_all"
         " WHERE category IN ('added', 'updated') GROUP BY batch").fetchall()}
     for number in range(first_batch, batches):
-        _apply(con, import_id, number, options, outcomes_dir, needs.get(number, (False, False)))
+        with _transaction(con, commit):
+            _apply(con, import_id, number, options, outcomes_dir, needs.get(number, (False, False)))
         if on_progress:
             done = done_before + min((number - first_batch + 1) * size, remaining.height)
             on_progress(Progress(number + 1, batches, done))
     con.execute("DROP TABLE IF EXISTS classified_all")
+    if unsubscribe_others:
+        with _transaction(con, commit):
+            _unsubscribe_others(con, import_id, valid, options, outcomes_dir)
+
+
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection, own: bool) -> Iterator[None]:
+    """One transaction around the block, unless the caller holds one already (a dry run)."""
+    if not own:
+        yield
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        # BaseException: a Dagster cancel interrupts with a BaseException subclass.
+        con.execute("ROLLBACK")
+        raise
+
+
+# Mailcoach's unsubscribe_others: active subscriptions on the target lists whose subscriber is
+# not in the file. Done once, after the batches, in a transaction that records it was done.
+_OTHERS = """
+CREATE OR REPLACE TEMP TABLE others AS
+SELECT DISTINCT x.email FROM subscriptions x
+WHERE list_contains($lists::VARCHAR[], x.list) AND x.status IN ('unconfirmed', 'confirmed')
+  AND x.email NOT IN (SELECT email FROM in_file)
+ORDER BY x.email
+"""
+_UNSUBSCRIBE_OTHERS = """
+UPDATE subscriptions SET status = 'unsubscribed', updated_at = $now
+WHERE list_contains($lists::VARCHAR[], list) AND status IN ('unconfirmed', 'confirmed')
+  AND email IN (SELECT email FROM others)
+"""
+
+
+def _unsubscribe_others(con: duckdb.DuckDBPyConnection, import_id: str, valid: pl.DataFrame,
+                        options: ImportOptions, outcomes_dir: Path) -> None:
+    [(done,)] = con.execute("SELECT count(*) FROM import_steps WHERE import_id = ? AND step = ?",
+                            [import_id, "unsubscribe_others"]).fetchall()
+    if done:
+        return
+    params = _parameters(options, datetime.now(timezone.utc))
+    con.register("in_file", valid.select("email").to_arrow())
+    try:
+        _run(con, _OTHERS, params)
+    finally:
+        con.unregister("in_file")
+    _run(con, _UNSUBSCRIBE_OTHERS, params)
+    others = con.sql("SELECT email FROM others").pl()
+    with replacing(outcomes_dir / "unsubscribed_others.parquet") as tmp:  # before the commit
+        others.write_parquet(tmp)
+    con.execute("INSERT INTO import_steps VALUES (?, ?, ?, ?)",
+                [import_id, "unsubscribe_others", others.height, params["now"]])
+    con.execute("DROP TABLE others")
+
+
+def unsubscribed_others(outcomes_dir: Path) -> Optional[pl.DataFrame]:
+    """Whom unsubscribe_others unsubscribed (email), or None when it did not run."""
+    path = outcomes_dir / "unsubscribed_others.parquet"
+    return pl.read_parquet(path) if path.exists() else None
 
 
 def outcome_path(outcomes_dir: Path, number: int) -> Path:
@@ -289,36 +370,29 @@ def outcome_path(outcomes_dir: Path, number: int) -> Path:
 
 def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options: ImportOptions,
            outcomes_dir: Path, needs: tuple[bool, bool]) -> None:
-    """Apply one batch in one transaction. `needs` says whether it adds new subscribers and
-    whether it changes known ones; statements with nothing to do are left out."""
+    """Apply one batch (the caller holds its transaction). `needs` says whether it adds new
+    subscribers and whether it changes known ones; statements with nothing to do are left out."""
     params = {**_parameters(options, datetime.now(timezone.utc)), "batch": number}
-    con.execute("BEGIN TRANSACTION")
-    try:
-        _run(con, _INSERT_LISTS, params)
-        if options.subscriber_limit is None:
-            con.execute(_BATCH.format(batch=number))
-        else:  # materialised: the count it ranks against moves as the batch inserts
-            _run(con, _BATCH_WITH_LIMIT, params)
-            con.execute("CREATE OR REPLACE TEMP VIEW classified AS SELECT * FROM limited")
-        new, known = needs
-        for sql, needed in ((_UPDATE_SUBSCRIBERS, known), (_UPDATE_SUBSCRIPTIONS, known),
-                            (_INSERT_SUBSCRIBERS, new), (_INSERT_SUBSCRIPTIONS_KNOWN, known),
-                            (_INSERT_SUBSCRIPTIONS_NEW, new)):
-            if needed:  # (a subscriber limit only turns 'added' rows into skipped ones)
-                _run(con, sql, params)
-        rows = con.sql("SELECT row, category FROM classified").pl()
-        # Written before the commit: if the commit never happens the batch is applied again
-        # and this file rewritten; once it happens, the file is already there.
-        with replacing(outcome_path(outcomes_dir, number)) as tmp:
-            rows.write_parquet(tmp)
-        con.execute("INSERT INTO import_batches VALUES (?, ?, ?, ?, ?, ?)",
-                    [import_id, number, rows["row"].min(), rows["row"].max(), rows.height,
-                     params["now"]])
-        con.execute("COMMIT")
-    except BaseException:
-        # BaseException: a Dagster cancel interrupts with a BaseException subclass.
-        con.execute("ROLLBACK")
-        raise
+    _run(con, _INSERT_LISTS, params)
+    if options.subscriber_limit is None:
+        con.execute(_BATCH.format(batch=number))
+    else:  # materialised: the count it ranks against moves as the batch inserts
+        _run(con, _BATCH_WITH_LIMIT, params)
+        con.execute("CREATE OR REPLACE TEMP VIEW classified AS SELECT * FROM limited")
+    new, known = needs
+    for sql, needed in ((_UPDATE_SUBSCRIBERS, known), (_UPDATE_SUBSCRIPTIONS, known),
+                        (_INSERT_SUBSCRIBERS, new), (_INSERT_SUBSCRIPTIONS_KNOWN, known),
+                        (_INSERT_SUBSCRIPTIONS_NEW, new)):
+        if needed:  # (a subscriber limit only turns 'added' rows into skipped ones)
+            _run(con, sql, params)
+    rows = con.sql("SELECT row, category FROM classified").pl()
+    # Written before the commit: if the commit never happens the batch is applied again
+    # and this file rewritten; once it happens, the file is already there.
+    with replacing(outcome_path(outcomes_dir, number)) as tmp:
+        rows.write_parquet(tmp)
+    con.execute("INSERT INTO import_batches VALUES (?, ?, ?, ?, ?, ?)",
+                [import_id, number, rows["row"].min(), rows["row"].max(), rows.height,
+                 params["now"]])
 
 
 def outcomes(outcomes_dir: Path) -> pl.DataFrame:

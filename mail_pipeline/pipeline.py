@@ -4,7 +4,9 @@ Each stage reads only what the stage before it wrote in `imports/<id>/`, and wri
 output under a temporary name first, so any stage can be re-run after a crash. The Dagster assets
 in `assets/` are thin wrappers around these.
 """
+import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -12,18 +14,28 @@ import polars as pl
 
 from mail_pipeline import home, logs, mapping, merge, reading, staging, store, validation
 from mail_pipeline.files import read_json, replacing, write_json
+from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.options import ImportOptions, build
 
 
 @dataclass(frozen=True)
 class Folder:
-    """The files of one import."""
+    """The files of one import (or of one preview, which lives apart from the imports)."""
 
+    import_id: str
     path: Path
 
     @classmethod
     def of(cls, import_id: str) -> "Folder":
-        return cls(home.import_dir(import_id))
+        return cls(import_id, home.import_dir(import_id))
+
+    @classmethod
+    def preview(cls) -> "Folder":
+        """A fresh folder for a dry run, under `previews/`: it is never an import."""
+        root = home.home() / "previews"
+        root.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S-"), dir=root))
+        return cls(f"preview-{path.name}", path)
 
     options = property(lambda self: self.path / "import.json")
     source = property(lambda self: self.path / "source.csv")
@@ -39,6 +51,24 @@ class Folder:
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
     with replacing(path) as tmp:
         frame.write_parquet(tmp, compression="lz4")  # working files: speed over size
+
+
+def content_bytes(options: ImportOptions) -> bytes:
+    """Inline CSV text (GreenArrow's `file_source.content`, Mailcoach's `subscribers_csv`,
+    Mailrith's `csv_text`) as the bytes of a file in the import's declared encoding."""
+    try:
+        return options.content.encode(options.encoding)
+    except UnicodeEncodeError as exc:
+        raise MailPipelineError(f"the inline CSV holds {exc.object[exc.start:exc.end]!r}, which "
+                                f"{options.encoding.upper()} cannot encode") from None
+
+
+def with_content_saved(options: ImportOptions, path: Path) -> ImportOptions:
+    """Inline CSV text written to `path`, which becomes the source."""
+    data = content_bytes(options)
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+    return options.model_copy(update={"source": str(path), "content": None})
 
 
 def load_options(folder: Folder) -> ImportOptions:
@@ -62,17 +92,25 @@ def preflight(source: Path, options: ImportOptions) -> mapping.Mapping:
     return mapping.resolve(columns, options)
 
 
-def stage_raw(import_id: str, options: ImportOptions, source: Path) -> dict:
+def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = None) -> dict:
     """Stage 1, the raw file: copy the source into the import's folder as UTF-8 CSV.
 
     Once an attempt has committed rows, the import is pinned: a re-execution resumes from the
-    file and options staged the first time, whatever the source or the config says now."""
-    folder = Folder.of(import_id)
+    file and options staged the first time, whatever the source or the config says now.
+    Inline CSV text (`content`) is written to the folder first and staged from there."""
     if any(folder.outcomes.glob("batch-*.parquet")):
         logs.append_log(folder.path, "resuming: keeping the file and options of the first attempt")
         return read_json(folder.options)["staged"]
-    preflight(source, options)
     folder.path.mkdir(parents=True, exist_ok=True)
+    if options.content is not None:
+        options = with_content_saved(options, folder.path / "content.csv")
+    if source is None:
+        if not options.source:
+            raise MailPipelineError("no source: give a file path, or CSV text as `content`")
+        if options.source.startswith(("http://", "https://")):
+            raise MailPipelineError("URL sources are not supported yet: download the file and import it")
+        source = Path(options.source)
+    preflight(source, options)
     staged = staging.stage_source(source, folder.source, options)
     metadata = {"path": str(staged.path), "size": staged.size, "sha256": staged.sha256,
                 "origin": staged.origin, "lines": staged.lines - (1 if options.header else 0)}
@@ -83,9 +121,8 @@ def stage_raw(import_id: str, options: ImportOptions, source: Path) -> dict:
     return metadata
 
 
-def validate_import(import_id: str) -> dict:
+def validate_import(folder: Folder) -> dict:
     """Stage 2, the validated frame: read, map, check and deduplicate; route failures."""
-    folder = Folder.of(import_id)
     staged = read_json(folder.options)
     options = build(staged["options"])
     columns = columns_of(reading.read_header(folder.source, options), options)
@@ -106,10 +143,12 @@ def validate_import(import_id: str) -> dict:
     return summary
 
 
-def merge_import(import_id: str, database: Path,
-                 on_progress: Optional[Callable[[merge.Progress], None]] = None) -> dict:
-    """Stage 3, the subscriber table: apply the valid rows in batches, each one transaction."""
-    folder = Folder.of(import_id)
+def merge_import(folder: Folder, database: Path,
+                 on_progress: Optional[Callable[[merge.Progress], None]] = None,
+                 dry_run: bool = False) -> dict:
+    """Stage 3, the subscriber table: apply the valid rows in batches, each one transaction.
+    A dry run applies them all in one transaction and rolls it back: the same statements give
+    the same categories, and the store is left as it was."""
     options = load_options(folder)
     summary = read_json(folder.validation)
     already = summary["failed"] + summary["skipped_duplicate"]
@@ -118,28 +157,43 @@ def merge_import(import_id: str, database: Path,
     def progress(p: merge.Progress) -> None:
         write_json(folder.progress, {"stage": "merging", "batch": p.batch, "batches": p.batches,
                                      "records_imported": already + p.rows_done})
-        logs.append_log(folder.path, f"committed batch {p.batch}/{p.batches} ({p.rows_done} rows)")
+        verb = "applied (dry run)" if dry_run else "committed"
+        logs.append_log(folder.path, f"{verb} batch {p.batch}/{p.batches} ({p.rows_done} rows)")
         if on_progress:
             on_progress(p)
 
+    # Mailcoach: subscribers absent from the file are unsubscribed only if no row failed.
+    others = options.unsubscribe_others and summary["failed"] == 0
+    if options.unsubscribe_others and not others:
+        logs.append_log(folder.path, f"not unsubscribing others: {summary['failed']} rows failed")
     con = store.connect(database)
     try:
-        merge.merge(con, import_id, valid, options, folder.outcomes, progress)
+        merge.merge(con, folder.import_id, valid, options, folder.outcomes, progress,
+                    unsubscribe_others=others, dry_run=dry_run)
     finally:
         con.close()
-    counts = merge.outcomes(folder.outcomes)["category"].value_counts()
-    return dict(counts.iter_rows())
+    if dry_run:
+        logs.append_log(folder.path, "dry run: every batch rolled back, the store is unchanged")
+    counts = dict(merge.outcomes(folder.outcomes)["category"].value_counts().iter_rows())
+    if others:
+        counts["unsubscribed_others"] = merge.unsubscribed_others(folder.outcomes).height
+        logs.append_log(folder.path, f"unsubscribed {counts['unsubscribed_others']} subscribers "
+                        "of the target lists absent from the file")
+    return counts
 
 
-def write_import_logs(import_id: str) -> dict:
+def write_import_logs(folder: Folder) -> dict:
     """Stage 4, the logs: one file per category, the stats, and the closing log line."""
-    folder = Folder.of(import_id)
     summary = read_json(folder.validation)
     emails = pl.read_parquet(folder.valid, columns=["row", "email"])
     outcomes = merge.outcomes(folder.outcomes).join(emails, on="row")
     counts = logs.write_category_logs(folder.path, outcomes, pl.read_parquet(folder.duplicates),
                                       pl.read_parquet(folder.failed), summary["columns"])
     result = logs.stats(summary["number_of_records"], counts, summary["number_of_records"])
+    others = merge.unsubscribed_others(folder.outcomes)
+    if others is not None:  # Mailcoach's unsubscribe_others ran
+        logs.write_email_log(folder.path, "unsubscribed_others", others)
+        result["unsubscribed_others"] = others.height
     write_json(folder.stats, result)
     logs.append_log(folder.path, logs.summary(counts, summary["number_of_records"]))
     return result

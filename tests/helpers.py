@@ -11,11 +11,11 @@ from mail_pipeline.options import build
 def run_import(source: Path, **options) -> tuple[str, dict]:
     """Import `source` with the given options; return (import id, stats)."""
     opts = build(options)
-    import_id = home.new_import_id()
-    pipeline.stage_raw(import_id, opts, source)
-    pipeline.validate_import(import_id)
-    pipeline.merge_import(import_id, home.database_path())
-    return import_id, pipeline.write_import_logs(import_id)
+    folder = pipeline.Folder.of(home.new_import_id())
+    pipeline.stage_raw(folder, opts, source)
+    pipeline.validate_import(folder)
+    pipeline.merge_import(folder, home.database_path())
+    return folder.import_id, pipeline.write_import_logs(folder)
 
 
 def categories(stats: dict) -> dict:

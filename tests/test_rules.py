@@ -141,7 +141,7 @@ def test_batches_apply_exactly_once_when_an_import_is_merged_again(write_csv):
     from mail_pipeline import home, merge, pipeline
     path = write_csv("email\n" + "".join(f"u{i}@example.com\n" for i in range(25)))
     import_id, _ = run_import(path, lists=["news"], batch_size=10)
-    pipeline.merge_import(import_id, home.database_path())  # a resumed run re-enters the merge
+    pipeline.merge_import(pipeline.Folder.of(import_id), home.database_path())  # a resumed run re-enters the merge
     assert query("SELECT count(*), count(DISTINCT email) FROM subscribers") == [(25, 25)]
     assert query("SELECT count(*) FROM import_batches WHERE import_id = ?", [import_id]) == [(3,)]
     assert sorted(merge.outcomes(pipeline.Folder.of(import_id).outcomes)["row"]) == list(range(1, 26))
@@ -167,7 +167,7 @@ def test_a_failed_batch_leaves_nothing_behind(write_csv, monkeypatch):
     assert query("SELECT count(*) FROM subscriptions") == [(10,)]
     monkeypatch.setattr(merge, "_run", original)
     from mail_pipeline import home, pipeline
-    pipeline.merge_import("1", home.database_path())
+    pipeline.merge_import(pipeline.Folder.of("1"), home.database_path())
     assert query("SELECT count(*), count(DISTINCT email) FROM subscribers") == [(25, 25)]
 
 
@@ -377,8 +377,8 @@ def test_a_resumed_merge_with_another_batch_size_applies_each_row_once(write_csv
     options = json.loads(folder.options.read_text())
     options["options"]["batch_size"] = 4  # a re-execution with other options
     folder.options.write_text(json.dumps(options))
-    pipeline.merge_import("1", home.database_path())
-    stats = pipeline.write_import_logs("1")
+    pipeline.merge_import(pipeline.Folder.of("1"), home.database_path())
+    stats = pipeline.write_import_logs(pipeline.Folder.of("1"))
     assert categories(stats) == {"added": 8}
     assert query("SELECT count(*), count(DISTINCT email) FROM subscribers") == [(8, 8)]
 
