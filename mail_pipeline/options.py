@@ -139,7 +139,9 @@ def build(fields: dict[str, Any]) -> ImportOptions:
 
 def describe_error(exc: ValidationError, noun: str = "option") -> str:
     """Pydantic's first error as one sentence naming the key (`file_format.character_set`)."""
-    error = exc.errors()[0]
+    errors = exc.errors()
+    # An unknown key is usually a misspelt one, which also makes the right one look missing.
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         return f"unknown {noun} {key!r}"

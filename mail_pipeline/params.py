@@ -240,7 +240,8 @@ def read_params(path: str) -> dict[str, Any]:
         raise MailPipelineError(f"params file cannot be read: {path} ({exc})") from None
     try:
         body = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
+        near = exc.doc[max(0, exc.pos - 20):exc.pos + 20].replace("\n", "\\n")
         raise MailPipelineError(f"params file is not valid JSON: {path}: {exc.msg} at line "
-                                f"{exc.lineno}, column {exc.colno}") from None
+                                f"{exc.lineno}, column {exc.colno}, near {near!r}") from None
     return from_body(body)[1]

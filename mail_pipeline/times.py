@@ -30,7 +30,8 @@ _LEAP_SECOND = ":60"
 def parse_times(expr: pl.Expr, date_format: str = "mdy") -> pl.Expr:
     """Text → `Datetime("us", "UTC")`; null where the text is null or has no accepted shape."""
     if date_format not in DATE_FORMATS:
-        raise ValueError(f"date_format must be one of {', '.join(DATE_FORMATS)}, not {date_format!r}")
+        raise ValueError(
+            f"date_format must be one of {', '.join(DATE_FORMATS)}, not {date_format!r}")
     # A batch function, because as one plain expression the routing checks would be recomputed
     # for every format wherever Polars does not eliminate common subexpressions (eager `select`).
     return expr.map_batches(partial(_parse, date_format=date_format), return_dtype=UTC,
@@ -65,7 +66,8 @@ def _routes(values: pl.Series) -> pl.DataFrame:
         # A final Z is plain UTC, which the naive formats read several times faster than %#z.
         iso_value=pl.when("iso").then(
             pl.when(pl.col("colons") > 0)
-            .then(value.str.replace("T", " ", literal=True).str.strip_suffix("Z").str.strip_suffix("z"))
+            .then(value.str.replace("T", " ", literal=True)
+                  .str.strip_suffix("Z").str.strip_suffix("z"))
             .otherwise(value)),
     )
 
@@ -110,4 +112,6 @@ def _attempt(text: pl.Expr, rows: pl.Expr, fmt: str) -> pl.Expr:
     parsed = pl.when(rows).then(text).str.to_datetime(
         fmt, time_unit="us", strict=False, exact=True, cache=False)
     # With an offset Polars answers in UTC already; a time without one is UTC by the spec.
-    return parsed.dt.convert_time_zone("UTC") if "%#z" in fmt else parsed.dt.replace_time_zone("UTC")
+    if "%#z" in fmt:
+        return parsed.dt.convert_time_zone("UTC")
+    return parsed.dt.replace_time_zone("UTC")

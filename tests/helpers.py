@@ -1,4 +1,8 @@
-"""Run an import through the core stages, without Dagster, and read the store back."""
+"""Run an import through the core stages (without Dagster) or the command line, and read the
+store back."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -33,3 +37,11 @@ def query(sql: str, params=None) -> list[tuple]:
         return con.execute(sql, params or []).fetchall()
     finally:
         con.close()
+
+
+def cli(*args, stdin=None, home=None) -> subprocess.CompletedProcess:
+    """`mail-pipeline ARGS` as a user runs it, on the given home."""
+    env = dict(os.environ, MAIL_PIPELINE_HOME=str(home))
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run([sys.executable, "-m", "mail_pipeline.cli", *args], input=stdin,
+                          capture_output=True, text=True, env=env, timeout=300)

@@ -1,18 +1,10 @@
 """The command line, through a subprocess as a user runs it."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.helpers import cli
+
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "subscribers.csv"
-
-
-def cli(*args, stdin=None, home=None):
-    env = dict(os.environ, MAIL_PIPELINE_HOME=str(home))
-    env.pop("DAGSTER_HOME", None)
-    return subprocess.run([sys.executable, "-m", "mail_pipeline.cli", *args], input=stdin,
-                          capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_import_prints_the_document_and_logs_are_readable(mail_home):
