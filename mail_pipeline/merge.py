@@ -73,6 +73,9 @@ SELECT *,
     WHEN $mode = 'blocklist' THEN 'updated'
     WHEN current_status = 'blocklisted' THEN 'skipped_blocklisted'
     WHEN on_lists < $n_lists OR ($subscribe_unsubscribed AND any_unsubscribed) THEN 'added'
+    -- unsubscribed from a target list: re-subscribed only with subscribe_unsubscribed, updated
+    -- only by an overwrite that overwrite_when_status lets touch unsubscribed subscribers
+    WHEN any_unsubscribed AND NOT ($overwrite AND $when_unsubscribed) THEN 'skipped_unsubscribed'
     WHEN NOT $overwrite THEN 'skipped_overwrite'
     WHEN NOT gate_allows THEN 'skipped_' || gate
     ELSE 'updated'
