@@ -140,14 +140,13 @@ def _message(check: str, columns: list[str], mapping: Mapping) -> pl.Expr:
     if check == "status":
         rule = ("must be a subscriber status (enabled, disabled, blocklisted) or a subscription "
                 "status")
-        what = "status"
     elif check == "email_format":
-        rule, what = "must be html, text or both", "email_format"
+        rule = "must be html, text or both"
     elif field in TIME_FIELDS:
-        rule, what = f"expected {format_hint()}", f"{field} (a date)"
+        rule = f"expected {format_hint()}"
     else:
-        rule, what = "not an IPv4 or IPv6 address", f"{field} (an IP address)"
-    return pl.concat_str([_quoted(f"invalid {what} '"), value,
+        rule = "not an IPv4 or IPv6 address"
+    return pl.concat_str([_quoted(f"invalid {field} '"), value,
                           _quoted(f"' in column '{column}': {rule}")])
 
 
