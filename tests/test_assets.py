@@ -1,4 +1,5 @@
 """The Dagster layer: definitions load, and an import runs as one partitioned run of the assets."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -111,4 +112,29 @@ def test_a_reexecution_resumes_the_first_attempts_file_even_if_the_source_change
     assert sum(document["stats"]["subscribers"].values()) == document["stats"]["number_of_records"] == 2
     con = __import__("duckdb").connect(str(home.database_path()), read_only=True)
     assert con.execute("SELECT email FROM subscribers ORDER BY email").fetchall() == [("a@x.com",), ("b@x.com",)]
+    con.close()
+
+
+def test_the_launchpad_config_takes_every_seeds_options(instance):
+    """A Mailrith body and a GreenArrow body, as the canonical config the launchpad shows:
+    inline CSV, named mapping, tags, default custom fields, subscriber defaults."""
+    from assets import runs
+    from mail_pipeline.params import from_body
+    _, mailrith = from_body({"csv_text": "Email,Name,Co\nada@example.com,Ada,ACME\n",
+                             "mappings": [{"csv_column": "Email", "field": {"type": "email"}},
+                                          {"csv_column": "Co", "field": {"type": "custom_field", "key": "company"}}],
+                             "new_tag_name": "Website Signup"})
+    greenarrow_body = json.loads((Path(__file__).parent / "seeds" / "greenarrow_create.json").read_text())
+    _, greenarrow = from_body(greenarrow_body)
+    for fields in (mailrith, {**greenarrow, "lists": ["Default Mailing List"]}):
+        import_id = runs.create_import(instance)
+        result = runs.execute_import(instance, import_id, build(fields))
+        assert result.success, runs.failure_message(instance, result.run_id)
+    from mail_pipeline import home
+    con = __import__("duckdb").connect(str(home.database_path()), read_only=True)
+    assert con.execute("SELECT email, name, attributes, tags, email_format FROM subscribers"
+                       " ORDER BY email").fetchall() == [
+        ("ada@example.com", None, '{"company":"ACME"}', ["Website Signup"], None),
+        ("bilbo@example.com", None, '{"First Name":"Bobbie"}', [], "html"),
+        ("bob1234@example.com", None, '{"First Name":"Bobbie"}', [], "html")]
     con.close()
