@@ -143,6 +143,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         if spooled:
             path.unlink(missing_ok=True)
         raise
+    finally:
+        if args.dry_run and spooled:  # a dry run keeps its own copy under previews/
+            path.unlink(missing_ok=True)
     runs = _runs()
     inst = runs.instance()
     import_id = runs.create_import(inst)

@@ -56,6 +56,8 @@ def upload_path(filename: str) -> Path:
     """A file of the uploads folder by name; a name that leads outside it (`..`, an absolute
     path, a link pointing elsewhere) is refused."""
     root = uploads_dir().resolve()
+    if "\x00" in filename:
+        raise MailPipelineError("invalid upload file name: it cannot hold a NUL character")
     path = (root / filename).resolve()
     if not filename or Path(filename).is_absolute() or not path.is_relative_to(root) or path == root:
         raise MailPipelineError(f"invalid upload file name {filename!r}: it must name a file inside {root}")

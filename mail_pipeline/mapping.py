@@ -33,11 +33,18 @@ FIRST_NAMES = ("firstname", "fname", "givenname")
 LAST_NAMES = ("lastname", "lname", "surname", "familyname")
 
 
+# A mapping target written `custom:Status` is the custom field "Status", not the field `status`.
+CUSTOM_PREFIX = "custom:"
+
+
 def squash(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", name.strip().lower())
 
 
-_BY_ALIAS = {squash(f): f for f in FIELDS} | {a: f for f, names in ALIASES.items() for a in names}
+# alias → (field, rank): a field's own name ranks first, then its aliases in the order above,
+# so `Mail, Email Address` takes `Email Address` as the email column.
+_BY_ALIAS = {squash(f): (f, 0) for f in FIELDS} | {
+    a: (f, rank) for f, names in ALIASES.items() for rank, a in enumerate(names, start=1)}
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,26 @@ class Mapping:
 
 def _field_of(name: str) -> str:
     """A mapping entry: a field by its own name (any case), else a custom field of that name."""
-    key = name.strip().lower()
-    return key if key in FIELDS else name.strip()
+    name = name.strip()
+    if name.lower().startswith(CUSTOM_PREFIX):
+        return name[len(CUSTOM_PREFIX):].strip()
+    return name.lower() if name.lower() in FIELDS else name
+
+
+def _assign(fields: dict[str, int], custom: dict[str, int], entry: str, index: int,
+            columns: list[str]) -> None:
+    """Map column `index` to the field or custom field `entry` names; a target named twice is
+    refused, naming both columns (one of them would be lost without a word)."""
+    target = _field_of(entry)
+    if not target:
+        raise MailPipelineError(f"the mapping gives column {columns[index]!r} an empty field name")
+    forced_custom = entry.strip().lower().startswith(CUSTOM_PREFIX)
+    into = fields if target in FIELDS and not forced_custom else custom
+    if target in into:
+        first, second = into[target], index
+        raise MailPipelineError(f"the mapping sends both column {first + 1} ({columns[first]!r}) and "
+                                f"column {second + 1} ({columns[second]!r}) to {target!r}")
+    into[target] = index
 
 
 def resolve(columns: list[str], options: ImportOptions) -> Mapping:
@@ -84,10 +109,8 @@ def _positional(columns: list[str], options: ImportOptions) -> Mapping:
     fields: dict[str, int] = {}
     custom: dict[str, int] = {}
     for index, raw in enumerate(options.mapping):
-        if not (raw or "").strip():
-            continue  # an empty mapping slot skips that column
-        target = _field_of(raw)
-        (fields if target in FIELDS else custom).setdefault(target, index)
+        if (raw or "").strip():  # an empty mapping slot skips that column
+            _assign(fields, custom, raw, index, columns)
     return _checked(Mapping(fields, custom), columns, "the mapping has no email column")
 
 
@@ -99,13 +122,16 @@ def _named(columns: list[str], options: ImportOptions) -> Mapping:
         by_name.setdefault(column.strip().lower(), index)
     fields: dict[str, int] = {}
     custom: dict[str, int] = {}
+    mapped: set[int] = set()
     for column, target in options.column_map.items():
         index = by_name.get(column.strip().lower())
         if index is None:
             raise MailPipelineError(f"the mapping names column {column!r}, which the file lacks; "
                                     "its columns are: " + ", ".join(columns))
-        target = _field_of(target)
-        (fields if target in FIELDS else custom).setdefault(target, index)
+        if index in mapped:
+            raise MailPipelineError(f"the mapping names column {columns[index]!r} twice")
+        mapped.add(index)
+        _assign(fields, custom, target, index, columns)
     used = set(fields.values()) | set(custom.values())
     ignored = tuple(i for i in range(len(columns)) if i not in used)
     return _checked(Mapping(fields, custom, ignored=ignored), columns, "the mapping has no email column")
@@ -118,10 +144,11 @@ def _recognised(columns: list[str]) -> Mapping:
         key = column.strip().lower()
         if key in FIELDS:
             fields.setdefault(key, index)
-    for index, column in enumerate(columns):
-        target = _BY_ALIAS.get(squash(column))
-        if target and index not in fields.values():
-            fields.setdefault(target, index)
+    candidates = sorted((rank, index, field) for index, column in enumerate(columns)
+                        if index not in fields.values()
+                        for field, rank in [_BY_ALIAS.get(squash(column), (None, 0))] if field)
+    for _rank, index, field in candidates:
+        fields.setdefault(field, index)
     taken = set(fields.values())
     custom: dict[str, int] = {}
     for index, column in enumerate(columns):

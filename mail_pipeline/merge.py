@@ -73,9 +73,9 @@ SELECT *,
     WHEN $mode = 'blocklist' THEN 'updated'
     WHEN current_status = 'blocklisted' THEN 'skipped_blocklisted'
     WHEN on_lists < $n_lists OR ($subscribe_unsubscribed AND any_unsubscribed) THEN 'added'
-    -- unsubscribed from a target list: re-subscribed only with subscribe_unsubscribed, updated
-    -- only by an overwrite that overwrite_when_status lets touch unsubscribed subscribers
-    WHEN any_unsubscribed AND NOT ($overwrite AND $when_unsubscribed) THEN 'skipped_unsubscribed'
+    -- unsubscribed from a target list: re-subscribed only with subscribe_unsubscribed; with
+    -- overwrite, the gate (most restrictive status first) decides as for any other status
+    WHEN any_unsubscribed AND NOT $overwrite THEN 'skipped_unsubscribed'
     WHEN NOT $overwrite THEN 'skipped_overwrite'
     WHEN NOT gate_allows THEN 'skipped_' || gate
     ELSE 'updated'
@@ -205,7 +205,7 @@ FROM (
       WHEN $mode = 'blocklist' OR s.status = 'blocklisted' THEN 'unsubscribed'
       WHEN c.category = 'added' AND $subscribe_unsubscribed AND x.status = 'unsubscribed' AND {_ON_TARGET}
         THEN coalesce(c.subscription_status, $subscription_status)
-      WHEN c.category = 'updated' AND c.subscription_status IS NOT NULL AND {_ON_TARGET}
+      WHEN c.fields_ok AND c.subscription_status IS NOT NULL AND {_ON_TARGET}
            AND ($status OR ($confirmed AND x.status IN ('unconfirmed', 'confirmed')
                             AND c.subscription_status IN ('unconfirmed', 'confirmed')))
         THEN c.subscription_status

@@ -123,6 +123,8 @@ def check(options: ImportOptions) -> ImportOptions:
         raise MailPipelineError("invalid list name: a list name cannot be empty")
     if any(not tag.strip() for tag in options.tags):
         raise MailPipelineError("invalid tag: a tag cannot be empty")
+    if "\x00" in options.source:
+        raise MailPipelineError("invalid source: a file name cannot hold a NUL character")
     if options.source and options.content is not None:
         raise MailPipelineError("give either a source file or inline CSV content, not both")
     return options.model_copy(update={"tags": [t.strip() for t in options.tags]})

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mail_pipeline import home
 from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.mapping import CUSTOM_PREFIX
 from mail_pipeline.options import ImportOptions, OverwriteWhat, OverwriteWhenStatus, describe_error
 
 # An idempotency key may come with any shape (Mailrith sends it as a header of the same name).
@@ -169,8 +170,8 @@ class MailrithBody(_Body):
             if kind not in MAILRITH_FIELD_TYPES:
                 raise MailPipelineError(f"invalid 'mappings.{i}.field.type' {mapping.field.type!r}: "
                                         "must be " + ", ".join(MAILRITH_FIELD_TYPES))
-            if kind == "custom_field":
-                kind = mapping.field.key or mapping.field.name or mapping.csv_column
+            if kind == "custom_field":  # `custom:` keeps a name like "Status" a custom field
+                kind = CUSTOM_PREFIX + (mapping.field.key or mapping.field.name or mapping.csv_column)
             column_map[mapping.csv_column] = kind
         # Mailrith's import is an upsert: subscribers it finds are updated.
         return {"content": self.csv_text, "column_map": column_map, "overwrite": True,
@@ -211,12 +212,12 @@ def from_body(body: Any) -> tuple[str, dict[str, Any]]:
     if model is None:
         fields = body
         try:  # validated here too, so the message says it came from the params file
-            ImportOptions.model_validate(fields)
+            ImportOptions.model_validate(fields, strict=True)
         except ValidationError as exc:
             raise MailPipelineError(f"invalid params: {describe_error(exc, 'key')}") from None
     else:
         try:
-            parsed = model.model_validate(body)
+            parsed = model.model_validate(body, strict=True)  # nested models too
         except ValidationError as exc:
             raise MailPipelineError(f"invalid {system} params: {describe_error(exc, 'key')}") from None
         try:

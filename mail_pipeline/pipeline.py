@@ -166,7 +166,7 @@ def merge_import(folder: Folder, database: Path,
     others = options.unsubscribe_others and summary["failed"] == 0
     if options.unsubscribe_others and not others:
         logs.append_log(folder.path, f"not unsubscribing others: {summary['failed']} rows failed")
-    con = store.connect(database)
+    con = store.empty() if dry_run and not database.exists() else store.connect(database)
     try:
         merge.merge(con, folder.import_id, valid, options, folder.outcomes, progress,
                     unsubscribe_others=others, dry_run=dry_run)

@@ -70,6 +70,14 @@ ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS remove_ip VARCHAR;
 """
 
 
+def empty() -> duckdb.DuckDBPyConnection:
+    """An empty store in memory: what a dry run merges into when there is no store yet, so that
+    previewing never creates one."""
+    con = duckdb.connect()
+    con.execute(SCHEMA)
+    return con
+
+
 def connect(path: Path, wait_seconds: float = 600.0, memory_limit: str = "2GB") -> duckdb.DuckDBPyConnection:
     """Open the store for writing, creating its tables; waits while another process holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)

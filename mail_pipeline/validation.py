@@ -87,14 +87,15 @@ def _name(mapping: Mapping) -> pl.Expr:
 
 def parse(records: Records, mapping: Mapping, date_format: str = "mdy") -> pl.DataFrame:
     """Records → one typed column per field (trimmed, empty = null) plus the checks' inputs.
-    Time fields keep their text as `raw:<field>` for the failure reason."""
+    Status, format and time fields keep their text as `raw:<field>` for the failure reason."""
     fields = mapping.fields
     text = lambda f: (_cell(fields[f]) if f in fields else pl.lit(None, pl.String)).alias(f)  # noqa: E731
     times = [f for f in TIME_FIELDS if f in fields]
     ips = [f for f in IP_FIELDS if f in fields]
     frame = records.rows.select(
-        "row", text("email"), _name(mapping).alias("name"), text("status"), text("attributes"),
-        text("email_format").str.to_lowercase(), *[text(f) for f in IP_FIELDS],
+        "row", text("email"), _name(mapping).alias("name"), text("attributes"),
+        text("status").alias("raw:status"), text("email_format").alias("raw:email_format"),
+        *[text(f) for f in IP_FIELDS],
         *[text(f).alias(f"raw:{f}") for f in times],
         (parse_tags(_cell(fields["tags"])) if "tags" in fields else pl.lit(None, pl.List(pl.String)))
         .alias("tags"),
@@ -102,8 +103,9 @@ def parse(records: Records, mapping: Mapping, date_format: str = "mdy") -> pl.Da
     )
     custom = [f"custom:{name}" for name in mapping.custom]
     frame = frame.with_columns(
-        *split_status(pl.col("status")),
-        pl.col("status").str.to_lowercase(),
+        *split_status(pl.col("raw:status")),
+        pl.col("raw:status").str.to_lowercase().alias("status"),
+        pl.col("raw:email_format").str.to_lowercase().alias("email_format"),
         custom_fields_json({c: c.removeprefix("custom:") for c in custom}),
         *[parse_times(pl.col(f"raw:{f}"), date_format).alias(f) for f in times],
     ).drop(custom)
@@ -132,11 +134,11 @@ def _message(check: str, columns: list[str], mapping: Mapping) -> pl.Expr:
     """The reason a row fails `check`, naming the column and quoting the value."""
     if check == "email_key":
         return pl.col("email_error")
-    if check == "attributes_ok":
-        return _quoted("attributes is not a JSON object")
     field = check.removesuffix("_ok")
     column = columns[mapping.fields[field]] if field in mapping.fields else field
-    value = pl.col(f"raw:{field}") if field in TIME_FIELDS else pl.col(field)
+    if check == "attributes_ok":
+        return _quoted(f"invalid attributes in column '{column}': not a JSON object")
+    value = pl.col(field) if field in IP_FIELDS else pl.col(f"raw:{field}")
     if check == "status":
         rule = ("must be a subscriber status (enabled, disabled, blocklisted) or a subscription "
                 "status")
@@ -158,8 +160,7 @@ def reasons(parsed: pl.DataFrame, columns: list[str], mapping: Mapping) -> pl.Da
         return pl.DataFrame(schema={"index": pl.UInt32, "error": pl.String})
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases.filter(pl.col("index").is_not_null())
-    inputs = ["email_error", *[c for c in parsed.columns if c.startswith("raw:")],
-              "status", "email_format", *IP_FIELDS]
+    inputs = ["email_error", *[c for c in parsed.columns if c.startswith("raw:")], *IP_FIELDS]
     cases = (
         cases.select(pl.col("index").cast(pl.UInt32), "column")
         .with_columns(pl.col("column").replace_strict(_PRIORITY, return_dtype=pl.Int8).alias("rank"))

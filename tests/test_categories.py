@@ -114,3 +114,23 @@ def test_overwrite_what_decides_which_values_an_update_writes(store_with_ann, wr
     [(name, status, fmt, attributes)] = query("SELECT name, status, email_format, attributes FROM subscribers")
     [(sub,)] = query("SELECT status FROM subscriptions")
     assert {"name": name, "status": status, "sub": sub, "format": fmt, "attributes": attributes} == expected
+
+
+def test_with_overwrite_the_most_restrictive_status_decides(write_csv):
+    run_import(write_csv("email\nann@example.com\n"), lists=["l1", "l2"])
+    status = write_csv("email,status\nann@example.com,unsubscribed\n", name="u.csv")
+    run_import(status, lists=["l1"], overwrite=True, overwrite_what={"status": True})
+    status.write_text("email,status\nann@example.com,bounced\n")
+    run_import(status, lists=["l2"], overwrite=True, overwrite_what={"status": True})
+    path = write_csv("email\nann@example.com\n", name="again.csv")
+    assert categories(run_import(path, lists=["l1", "l2"])[1]) == {"skipped_unsubscribed": 1}
+    assert categories(run_import(path, lists=["l1", "l2"], overwrite=True)[1]) == {"skipped_bounced": 1}
+
+
+def test_an_allowed_overwrite_of_a_subscriber_new_to_one_list_updates_the_others_too(write_csv):
+    run_import(write_csv("email\nann@example.com\n"), lists=["l1"])
+    path = write_csv("email,status,subscribe_time\nann@example.com,confirmed,2021-01-01\n", name="b.csv")
+    _, stats = run_import(path, lists=["l1", "l2"], overwrite=True, overwrite_what={"status": True})
+    assert categories(stats) == {"added": 1}
+    assert query("SELECT list, status, subscribe_time IS NOT NULL FROM subscriptions ORDER BY list") == [
+        ("l1", "confirmed", True), ("l2", "confirmed", True)]

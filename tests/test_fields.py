@@ -155,3 +155,27 @@ def test_dry_run_prints_the_document_and_logs_and_changes_nothing(mail_home, wri
     plain = cli("import", str(path), "--list", "news", "--dry-run", home=mail_home)
     assert "added                 1" in plain.stdout and "skipped_overwrite" in plain.stdout
     assert "nothing was written" in plain.stdout
+
+
+def test_aliases_rank_below_exact_names_and_each_other(write_csv):
+    from mail_pipeline.mapping import resolve
+    from mail_pipeline.options import ImportOptions
+    mapping = resolve(["Mail", "Email Address", "Status"], ImportOptions())
+    assert mapping.fields == {"email": 1, "status": 2} and mapping.custom == {"Mail": 0}
+
+
+def test_reasons_quote_the_cell_as_written(write_csv):
+    path = write_csv("email,status,email_format\na@example.com,Weird,html\nb@example.com,,PDF\n")
+    import_id, _ = run_import(path)
+    reasons = [row[-1] for row in csv.reader(log_lines(import_id, "failed")[1:])]
+    assert reasons[0].startswith("invalid status 'Weird' in column 'status'")
+    assert reasons[1] == "invalid email_format 'PDF' in column 'email_format': must be html, text or both"
+
+
+def test_a_dry_run_on_a_fresh_home_creates_no_store_and_leaves_no_spooled_file(mail_home):
+    result = cli("import", "-", "--list", "news", "--dry-run", "--json", stdin="email\na@example.com\n",
+                 home=mail_home)
+    assert result.returncode == 0, result.stderr
+    assert categories(json.loads(result.stdout)["stats"]) == {"added": 1}
+    assert not home.database_path().exists()
+    assert list(home.uploads_dir().glob("*")) == []

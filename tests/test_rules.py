@@ -55,7 +55,7 @@ def test_every_row_gets_exactly_one_category(write_csv):
     assert failed[0] == "email,name,status,attributes,error"
     assert failed[1] == "not-an-email,B,,,An email address must have an @-sign."
     assert "invalid status 'sometimes' in column 'status'" in failed[2]
-    assert failed[3].endswith("attributes is not a JSON object")
+    assert failed[3].endswith("invalid attributes in column 'attributes': not a JSON object")
 
 
 def test_new_subscribers_get_listmonk_defaults(write_csv):
@@ -339,7 +339,7 @@ def test_attributes_must_be_a_strict_json_object(tmp_path, attributes):
     path.write_text('email,attributes\na@x.com,"' + attributes.replace('"', '""') + '"\n')
     import_id, stats = run_import(path)
     assert categories(stats) == {"failed": 1}
-    assert log_lines(import_id, "failed")[1].endswith("attributes is not a JSON object")
+    assert log_lines(import_id, "failed")[1].endswith("not a JSON object")
 
 
 def test_blocklist_mode_without_overwrite_changes_only_the_status(write_csv):

@@ -124,6 +124,15 @@ def _greenarrow(**changes) -> dict:
     ({"mode": "subscribe", "lists": [1], "delim": ",", "overwrite": 1},
      "invalid listmonk params: invalid key 'overwrite'"),
     ({"lists": ["news"], "colour": "blue"}, "invalid params: unknown key 'colour'"),
+    ({"overwrite": "yes"}, "invalid params: invalid key 'overwrite'"),
+    ({"subscriber_limit": "5"}, "invalid params: invalid key 'subscriber_limit'"),
+    (_greenarrow(overwrite_what={"status": "yes"}),
+     "invalid GreenArrow params: invalid key 'subscriber_import.overwrite_what.status'"),
+    (_greenarrow(overwrite_when_status={"bounced": 1}),
+     "invalid GreenArrow params: invalid key 'subscriber_import.overwrite_when_status.bounced'"),
+    (_greenarrow(file_source={"type": "upload_directory", "filename": "a\u0000b"}),
+     "upload file name: it cannot hold a NUL character"),
+    ({"source": "a\u0000b"}, "invalid source: a file name cannot hold a NUL character"),
     ({"Idempotency-Key": ""}, "'Idempotency-Key' must be a non-empty string"),
     ([1, 2], "the file must hold a JSON object"),
 ])
@@ -165,7 +174,7 @@ def test_mailrith_custom_field_and_tags_mappings(tmp_path, write_csv):
             "new_tag_name": "Imported", "Idempotency-Key": "import-2026-04-11"}
     fields = _params(tmp_path, body)
     assert fields["idempotency_key"] == "import-2026-04-11"
-    assert fields["column_map"] == {"E-Mail": "email", "Firma": "company", "Labels": "tags"}
+    assert fields["column_map"] == {"E-Mail": "email", "Firma": "custom:company", "Labels": "tags"}
     source = write_csv(fields.pop("content"))
     import_id, stats = run_import(source, **fields)
     assert categories(stats) == {"added": 1}
@@ -181,3 +190,27 @@ def test_a_named_mapping_naming_a_missing_column_fails_before_any_write(write_cs
                        "columns are: Email, Name"):
         run_import(path, column_map={"Mail": "email"})
     assert not home.database_path().exists()
+
+
+def test_a_mailrith_custom_field_named_like_a_field_stays_a_custom_field(tmp_path, write_csv):
+    body = {"csv_text": "Email,Plan Status\nada@example.com,gold\n",
+            "mappings": [{"csv_column": "Email", "field": {"type": "email"}},
+                         {"csv_column": "Plan Status", "field": {"type": "custom_field", "key": "Status"}}]}
+    fields = _params(tmp_path, body)
+    _, stats = run_import(write_csv(fields.pop("content")), **fields)
+    assert categories(stats) == {"added": 1}
+    assert query("SELECT status, attributes FROM subscribers") == [("enabled", '{"Status":"gold"}')]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"mapping": ["email", "email", "name"], "header": False},
+     r"the mapping sends both column 1 \('email'\) and column 2 \('email'\) to 'email'"),
+    ({"column_map": {"a": "email", "b": "email"}},
+     r"the mapping sends both column 1 \('a'\) and column 2 \('b'\) to 'email'"),
+    ({"column_map": {"a": "email", "A": "name"}}, "the mapping names column 'a' twice"),
+    ({"column_map": {"a": "email", "b": " "}}, "the mapping gives column 'b' an empty field name"),
+])
+def test_a_mapping_that_would_lose_a_column_is_refused(write_csv, options, message):
+    path = write_csv("a,b,c\nx@example.com,y@example.com,z\n")
+    with pytest.raises(MailPipelineError, match=message):
+        run_import(path, **options)
