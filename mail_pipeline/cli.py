@@ -283,7 +283,7 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--unsubscribe-others", action="store_true",
                      help="unsubscribe the target lists' subscribers absent from the file")
     imp.add_argument("--subscriber-limit", type=int, help="add no subscribers beyond this total")
-    imp.add_argument("--idempotency-key", help="the same key returns the same import")
+    imp.add_argument("--idempotency-key", help="recorded with the import (not yet enforced)")
     imp.add_argument("--params", help="JSON body of a listmonk, GreenArrow, Mailcoach or Mailrith "
                      "import, or the canonical options (the launchpad's config)")
     imp.add_argument("--dry-run", action="store_true",
