@@ -1,11 +1,13 @@
 """The code location: one Definitions for everything (`dagster dev -m assets.definitions`)."""
 import dagster as dg
 
+from assets.exports import export_job, named_exports_assets, subscriber_export
 from assets.imports import import_job, import_logs, raw_file, subscribers, validated_frame
 from assets.resources import StoreResource
 
 defs = dg.Definitions(
-    assets=[raw_file, validated_frame, subscribers, import_logs],
-    jobs=[import_job],
+    assets=[raw_file, validated_frame, subscribers, import_logs, subscriber_export,
+            *named_exports_assets],
+    jobs=[import_job, export_job],
     resources={"store": StoreResource()},
 )

@@ -10,10 +10,12 @@ from typing import Optional
 import dagster as dg
 
 from assets.definitions import defs
+from assets.exports import exports_partitions
 from assets.partitions import imports_partitions
 from mail_pipeline import home
 from mail_pipeline.document import import_document
 from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.exports import ExportOptions, export_document
 from mail_pipeline.options import ImportOptions
 from mail_pipeline.pipeline import Folder
 
@@ -114,3 +116,37 @@ def document(inst: dg.DagsterInstance, import_id: str) -> dict:
 
 def all_import_ids(inst: dg.DagsterInstance) -> list[str]:
     return list(inst.get_dynamic_partitions(imports_partitions.name))
+
+
+# --- exports: runs of `export_job`, one partition per export ---------------------------------------
+
+EXPORT_JOB = "export_job"
+
+
+def create_export(inst: dg.DagsterInstance) -> str:
+    export_id = home.new_export_id()
+    inst.add_dynamic_partitions(exports_partitions.name, [export_id])
+    return export_id
+
+
+def execute_export(inst: dg.DagsterInstance, export_id: str,
+                   options: ExportOptions) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_job_def(EXPORT_JOB)
+    config = {"ops": {"subscriber_export": {"config": options.model_dump()}},
+              "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+    return job.execute_in_process(run_config=config, instance=inst, partition_key=export_id,
+                                  raise_on_error=False, tags={"mail_pipeline/kind": "export"})
+
+
+def export_doc(inst: dg.DagsterInstance, export_id: str) -> dict:
+    """The export document of one export."""
+    runs = list(inst.get_runs(dg.RunsFilter(job_name=EXPORT_JOB, tags={PARTITION_TAG: export_id})))
+    if not runs:
+        raise MailPipelineError(f"export {export_id} not found")
+    run = runs[0]
+    record = inst.get_run_record_by_id(run.run_id)
+    state = _STATES.get(run.status, "exporting")
+    return export_document(
+        export_id, state, created_at=_iso(record.create_timestamp.timestamp()),
+        finished_at=_iso(record.end_time) if run.is_finished else None, run_id=run.run_id,
+        error_message=failure_message(inst, run.run_id) if state == "failed" else None)

@@ -42,9 +42,22 @@ def imports_dir() -> Path:
 
 def import_dir(import_id: str) -> Path:
     """The folder of one import's files; the id is checked so it can never point outside the home."""
-    if not _ID.match(import_id) or ".." in import_id:
-        raise MailPipelineError(f"invalid import id {import_id!r}: use letters, digits, '.', '_' or '-'.")
-    return imports_dir() / import_id
+    return imports_dir() / _checked_id(import_id, "import")
+
+
+def exports_dir() -> Path:
+    return home() / "exports"
+
+
+def export_dir(export_id: str) -> Path:
+    """The folder of one export's files (its document, and its file unless `--out` says where)."""
+    return exports_dir() / _checked_id(export_id, "export")
+
+
+def _checked_id(value: str, kind: str) -> str:
+    if not _ID.match(value) or ".." in value:
+        raise MailPipelineError(f"invalid {kind} id {value!r}: use letters, digits, '.', '_' or '-'.")
+    return value
 
 
 def uploads_dir() -> Path:
@@ -75,9 +88,16 @@ def dagster_home() -> Path:
 
 
 def new_import_id() -> str:
-    """Allocate the next import id (1, 2, 3 …): creating its folder is the allocation, so two
-    processes never get the same id."""
-    root = imports_dir()
+    return _new_id(imports_dir())
+
+
+def new_export_id() -> str:
+    return _new_id(exports_dir())
+
+
+def _new_id(root: Path) -> str:
+    """Allocate the next id (1, 2, 3 …) under `root`: creating its folder is the allocation, so
+    two processes never get the same id."""
     root.mkdir(parents=True, exist_ok=True)
     taken = [int(p.name) for p in root.iterdir() if p.name.isdigit()]
     candidate = max(taken, default=0) + 1

@@ -1,0 +1,60 @@
+"""Exports as assets (spec §6): one partition per `mail-pipeline export`, and one asset per named
+export declared in `exports.toml`, refreshed whenever the subscriber table changes."""
+import dagster as dg
+
+from assets.config import config_class
+from assets.imports import subscribers
+from assets.resources import StoreResource
+from mail_pipeline import exports, named_exports
+from mail_pipeline import store as subscriber_store
+from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.home import POOL
+
+exports_partitions = dg.DynamicPartitionsDefinition(name="exports")
+ExportConfig = config_class(exports.ExportOptions, "ExportConfig")
+
+
+def _metadata(result: dict) -> dict:
+    return {"path": dg.MetadataValue.path(result["path"]), "row_count": result["rows"],
+            "sha256": result["sha256"], "size": result["size"]}
+
+
+@dg.asset(partitions_def=exports_partitions, deps=[subscribers], pool=POOL, group_name="exports",
+          kinds={"duckdb"})
+def subscriber_export(context: dg.AssetExecutionContext, config: ExportConfig,
+                      store: StoreResource) -> dg.MaterializeResult:
+    """One export of the subscriber table (`mail-pipeline export`), filtered, as CSV, JSON Lines
+    or Parquet; the file's path, row count and checksum are the metadata."""
+    try:
+        options = exports.build_export(config.model_dump())
+        result = exports.run_export(context.partition_key, options, store.path())
+    except MailPipelineError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    return dg.MaterializeResult(metadata={**_metadata(result), "filters": dg.MetadataValue.json(
+        options.model_dump(exclude={"format", "gzip", "out"}))})
+
+
+def named_export_asset(name: str, options: exports.ExportOptions) -> dg.AssetsDefinition:
+    @dg.asset(name=f"export_{name}", deps=[subscribers], pool=POOL, group_name="exports",
+              kinds={"duckdb", options.format}, automation_condition=dg.AutomationCondition.eager(),
+              description=f"Named export {name!r} ({options.format}), refreshed when the subscriber "
+                          "table changes.")
+    def _export(store: StoreResource) -> dg.MaterializeResult:
+        path = named_exports.destination(name, options)
+        con = subscriber_store.connect(store.path())
+        try:
+            written = exports.export(con, options, path)
+        finally:
+            con.close()
+        return dg.MaterializeResult(metadata=_metadata(
+            {"path": str(written.path), "rows": written.rows, "sha256": written.sha256,
+             "size": written.size}))
+    return _export
+
+
+named_exports_assets = [named_export_asset(name, options) for name, options
+                        in named_exports.load(named_exports.declarations_file()).items()]
+
+export_job = dg.define_asset_job(
+    "export_job", selection=[subscriber_export], executor_def=dg.in_process_executor,
+    description="One export: pick a partition (the export id) and give its filters and format.")

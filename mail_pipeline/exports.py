@@ -1,0 +1,190 @@
+"""Exports (spec §6): the subscriber table, filtered, written as CSV, JSON Lines or Parquet.
+
+DuckDB's COPY streams the sorted result straight to the file, so memory stays flat however many
+subscribers there are; the file is written under a temporary name and renamed, so a reader never
+sees half an export. CSV text cells that a spreadsheet would run as a formula get a leading `'`
+(`guard`), which an import strips again (`unguard`), so export → import → export is the identity.
+"""
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import duckdb
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from mail_pipeline import home, store
+from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.files import read_json, replacing, write_json
+from mail_pipeline.options import SUBSCRIPTION_STATUSES, describe_error
+from mail_pipeline.values import SUBSCRIBER_STATUSES
+
+FORMATS = ("csv", "jsonl", "parquet")
+COLUMNS = ("email", "name", "status", "attributes", "tags", "lists", "email_format", "created_at",
+           "updated_at")
+# A cell starting with one of these is a formula to a spreadsheet; `'*` first so that a cell
+# that already starts with quotes keeps its own (the import strips exactly one).
+GUARDED = r"^'*[=+\-@\t\r]"
+UNGUARD = r"^'+[=+\-@\t\r]"
+
+
+class ExportOptions(BaseModel):
+    """Which subscribers (all filters must hold) and how to write them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lists: list[str] = []                     # subscribed (any status) to one of these lists
+    status: list[str] = []                    # subscriber status: enabled, disabled, blocklisted
+    subscription_status: list[str] = []       # on the lists above (or any list), with one of these
+    search: Optional[str] = None              # email or name contains (any case)
+    cold_only: bool = False                   # no engagement within cold_days
+    cold_days: int = 90
+    format: str = "csv"
+    gzip: bool = False
+    out: Optional[str] = None                 # default: exports/<id>/subscribers.<format>
+
+    def suffix(self) -> str:
+        return "." + self.format + (".gz" if self.gzip else "")
+
+
+def build_export(fields: dict) -> ExportOptions:
+    try:
+        options = ExportOptions.model_validate(fields)
+    except ValidationError as exc:
+        raise MailPipelineError(describe_error(exc)) from None
+    if options.format not in FORMATS:
+        raise MailPipelineError(f"invalid format {options.format!r}: must be csv, jsonl or parquet")
+    if options.format == "parquet" and options.gzip:
+        raise MailPipelineError("invalid gzip: Parquet files are compressed already (zstd)")
+    for name, values, allowed in (("status", options.status, SUBSCRIBER_STATUSES),
+                                  ("subscription_status", options.subscription_status,
+                                   SUBSCRIPTION_STATUSES)):
+        for value in values:
+            if value not in allowed:
+                raise MailPipelineError(f"invalid {name} {value!r}: must be " + ", ".join(allowed))
+    if options.cold_days < 1:
+        raise MailPipelineError("invalid cold_days: must be at least 1")
+    return options
+
+
+def _iso(column: str) -> str:
+    # ISO 8601 in UTC with microseconds, so a re-import restores the very instant.
+    return f"strftime({column} AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%fZ')"
+
+
+def _guard(expr: str) -> str:
+    return f"CASE WHEN regexp_matches({expr}, $guarded) THEN '''' || {expr} ELSE {expr} END"
+
+
+# Engagement the store records: when a subscriber subscribed or confirmed on any list (the
+# import's subscribe_time / confirm_time). A subscriber with none is cold.
+_QUERY = """
+WITH memberships AS (
+  SELECT email, to_json(map_from_entries(list((list, status) ORDER BY list)))::VARCHAR AS lists,
+         max(greatest(coalesce(subscribe_time, confirm_time), coalesce(confirm_time, subscribe_time)))
+           AS engaged_at
+  FROM subscriptions GROUP BY email
+)
+SELECT {email} AS email, {name} AS name, s.status, s.attributes::VARCHAR AS attributes,
+       to_json(s.tags)::VARCHAR AS tags, coalesce(m.lists, '{{}}')::VARCHAR AS lists,
+       s.email_format, {created_at} AS created_at, {updated_at} AS updated_at
+FROM subscribers s LEFT JOIN memberships m ON m.email = s.email
+WHERE (len($statuses) = 0 OR list_contains($statuses, s.status))
+  AND (len($lists) = 0 AND len($sub_statuses) = 0 OR EXISTS (
+        SELECT 1 FROM subscriptions x WHERE x.email = s.email
+          AND (len($lists) = 0 OR list_contains($lists, x.list))
+          AND (len($sub_statuses) = 0 OR list_contains($sub_statuses, x.status))))
+  AND ($search IS NULL OR contains(lower(s.email), lower($search))
+       OR contains(lower(coalesce(s.name, '')), lower($search)))
+  AND (NOT $cold_only OR m.engaged_at IS NULL
+       OR m.engaged_at < now() - to_days($cold_days::INTEGER))
+ORDER BY s.email
+"""
+
+
+@dataclass(frozen=True)
+class Written:
+    path: Path
+    rows: int
+    sha256: str
+    size: int
+
+
+def export(con: duckdb.DuckDBPyConnection, options: ExportOptions, dest: Path) -> Written:
+    """Write the subscribers `options` selects to `dest`, whole or not at all."""
+    csv = options.format == "csv"
+    text = {"email": "s.email", "name": "s.name"}
+    query = _QUERY.format(
+        email=_guard(text["email"]) if csv else text["email"],
+        name=_guard(text["name"]) if csv else text["name"],
+        created_at=_iso("s.created_at"), updated_at=_iso("s.updated_at"))
+    params = {"statuses": options.status, "lists": options.lists, "sub_statuses": options.subscription_status,
+              "search": options.search, "cold_only": options.cold_only, "cold_days": options.cold_days}
+    if csv:
+        params["guarded"] = GUARDED
+    if options.format == "jsonl":  # nested JSON, not JSON in strings
+        query = (f"SELECT * REPLACE (attributes::JSON AS attributes, tags::JSON AS tags,"
+                 f" lists::JSON AS lists) FROM ({query})")
+    copy_options = {"csv": "FORMAT csv, HEADER true", "jsonl": "FORMAT json",
+                    "parquet": "FORMAT parquet, COMPRESSION zstd"}[options.format]
+    if options.gzip:
+        copy_options += ", COMPRESSION gzip"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(dest) as tmp:
+        [(rows,)] = con.execute(f"COPY ({query}) TO '{_sql_path(tmp)}' ({copy_options})", params).fetchall()
+        digest, size = _sha256(tmp)
+    return Written(dest, int(rows), digest, size)
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+# --- one export, as the `export` command and the export asset run it -----------------------------
+
+def destination(export_id: str, options: ExportOptions) -> Path:
+    if options.out:
+        return Path(options.out).expanduser().resolve()
+    return home.export_dir(export_id) / f"subscribers{options.suffix()}"
+
+
+def run_export(export_id: str, options: ExportOptions, database: Path) -> dict:
+    """Write export `export_id` and record what was written beside its options."""
+    folder = home.export_dir(export_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "export.json", {"options": options.model_dump()})
+    con = store.connect(database)  # waits while an import holds the store
+    try:
+        written = export(con, options, destination(export_id, options))
+    finally:
+        con.close()
+    result = {"path": str(written.path), "rows": written.rows, "sha256": written.sha256,
+              "size": written.size}
+    write_json(folder / "result.json", result)
+    return result
+
+
+def export_document(export_id: str, state: str, *, created_at: Optional[str],
+                    finished_at: Optional[str], run_id: Optional[str],
+                    error_message: Optional[str] = None) -> dict:
+    """The export document: id, state, filters, and once written its path, rows and checksum."""
+    folder = home.export_dir(export_id)
+    options = (read_json(folder / "export.json", {}) or {}).get("options", {})
+    result = read_json(folder / "result.json", {}) or {}
+    filters = {k: options[k] for k in ("lists", "status", "subscription_status", "search",
+                                       "cold_only", "cold_days") if k in options}
+    return {"id": export_id, "state": state, "created_at": created_at, "finished_at": finished_at,
+            "error_message": error_message if state == "failed" else None, "run_id": run_id,
+            "filters": filters, "format": options.get("format"), "gzip": options.get("gzip"),
+            "path": result.get("path"), "rows": result.get("rows"), "sha256": result.get("sha256"),
+            "size": result.get("size")}
