@@ -23,11 +23,15 @@ def test_definitions_load_and_resolve_the_asset_graph():
     from assets.definitions import defs
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == {"raw_file", "validated_frame", "subscribers", "import_logs"}
+    assert keys == {"raw_file", "validated_frame", "subscribers", "import_logs", "subscriber_export",
+                    "export_all_subscribers", "export_newsletter_confirmed"}  # (see exports.toml)
     job = defs.resolve_job_def("import_job")
     assert job.executor_def.name == "in_process"
     pools = {node.name: node.definition.pool for node in job.graph.node_dict.values()}
-    assert pools["subscribers"] == POOL  # the only asset that opens the store
+    assert pools["subscribers"] == POOL  # the only import asset that opens the store
+    # Every asset that opens the store shares its pool.
+    for key in ("subscriber_export", "export_all_subscribers", "export_newsletter_confirmed"):
+        assert graph.get(dg.AssetKey(key)).pools == {POOL}
 
 
 def test_workspace_validates():
