@@ -12,7 +12,8 @@ from mail_pipeline.options import ImportOptions
 
 # Fields the store keeps as columns; any other mapped name is a custom field, kept in attributes.
 FIELDS = ("email", "name", "status", "attributes", "tags", "email_format", "subscribe_time",
-          "subscribe_ip", "confirm_time", "remove_time", "remove_ip", "created_at", "updated_at")
+          "subscribe_ip", "confirm_time", "remove_time", "remove_ip", "created_at", "updated_at",
+          "lists")  # an export's own list → subscription status object
 TIME_FIELDS = ("subscribe_time", "confirm_time", "remove_time", "created_at", "updated_at")
 IP_FIELDS = ("subscribe_ip", "remove_ip")
 

@@ -39,6 +39,9 @@ END
 
 # Subscribers are looked up once; only the rows found are then looked up among the
 # subscriptions, which keeps the second join small when most rows are new.
+# A row's own lists: list name → subscription status, from an export's `lists` column.
+_ROW_LISTS = "CAST({c}.lists::JSON AS MAP(VARCHAR, VARCHAR))"
+
 _CLASSIFY = f"""
 CREATE OR REPLACE TEMP TABLE classified_all AS
 WITH target AS (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list),
@@ -56,12 +59,22 @@ on_targets AS (
   WHERE x.list IN (SELECT list FROM target)
   GROUP BY x.email
 ),
+-- A row's own lists (an export's `lists` column) that the subscriber is not on yet.
+row_lists_missing AS (
+  SELECT r.email, count(*) AS missing FROM (
+    SELECT email, unnest(map_keys({_ROW_LISTS.format(c="looked_up")})) AS list
+    FROM looked_up WHERE known AND lists IS NOT NULL) r
+  WHERE NOT EXISTS (SELECT 1 FROM subscriptions x WHERE x.email = r.email AND x.list = r.list)
+  GROUP BY r.email
+),
 joined AS (
-  SELECT l.*, coalesce(t.on_lists, 0) AS on_lists, t.lists_on, {_GATE} AS gate,
+  SELECT l.*, coalesce(t.on_lists, 0) AS on_lists,
+         coalesce(m.missing, 0) AS row_lists_missing, t.lists_on, {_GATE} AS gate,
          coalesce(t.any_unsubscribed, false) AS any_unsubscribed,
          (l.attributes IS NOT NULL OR l.custom_fields IS NOT NULL OR $defaults IS NOT NULL)
            AS has_attributes
   FROM looked_up l LEFT JOIN on_targets t ON t.email = l.email
+  LEFT JOIN row_lists_missing m ON m.email = l.email
 )
 SELECT *,
   -- whether overwrite_when_status lets an overwrite touch this subscriber
@@ -72,7 +85,8 @@ SELECT *,
     WHEN NOT known THEN 'added'
     WHEN $mode = 'blocklist' THEN 'updated'
     WHEN current_status = 'blocklisted' THEN 'skipped_blocklisted'
-    WHEN on_lists < $n_lists OR ($subscribe_unsubscribed AND any_unsubscribed) THEN 'added'
+    WHEN on_lists < $n_lists OR row_lists_missing > 0
+         OR ($subscribe_unsubscribed AND any_unsubscribed) THEN 'added'
     -- unsubscribed from a target list: re-subscribed only with subscribe_unsubscribed; with
     -- overwrite, the gate (most restrictive status first) decides as for any other status
     WHEN any_unsubscribed AND NOT $overwrite THEN 'skipped_unsubscribed'
@@ -178,8 +192,22 @@ SELECT c.email, t.list,
        $now, $now, c.subscribe_time, c.subscribe_ip, c.confirm_time, c.remove_time, c.remove_ip
 FROM classified c CROSS JOIN (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list) t
 WHERE (c.category = 'added' OR ($mode = 'blocklist' AND c.category = 'updated')) AND {known}
-"""
+  AND (c.lists IS NULL OR NOT list_contains(map_keys(%s), t.list))  -- the row's own status wins
+""" % _ROW_LISTS.format(c="c")
 _INSERT_SUBSCRIPTIONS_NEW = _INSERT_SUBSCRIPTIONS.replace("{known}", "NOT c.known")
+# A row's own lists, each with its own status, where the subscriber is not on it yet.
+_INSERT_ROW_SUBSCRIPTIONS = f"""
+INSERT INTO subscriptions (email, list, status, created_at, updated_at,
+                           subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip)
+SELECT email, e.key,
+       CASE WHEN $mode = 'blocklist' OR subscriber_status = 'blocklisted' THEN 'unsubscribed'
+            ELSE e.value END,
+       $now, $now, subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip
+FROM (SELECT *, unnest(map_entries({_ROW_LISTS.format(c="c")})) AS e FROM classified c
+      WHERE c.lists IS NOT NULL
+        AND (c.category = 'added' OR ($mode = 'blocklist' AND c.category = 'updated'))) r
+WHERE NOT (r.known AND EXISTS (SELECT 1 FROM subscriptions x WHERE x.email = r.email AND x.list = r.e.key))
+"""
 _INSERT_SUBSCRIPTIONS_KNOWN = _INSERT_SUBSCRIPTIONS.replace(
     "{known}", "c.known AND NOT list_contains(coalesce(c.lists_on, []), t.list)")
 
@@ -293,12 +321,12 @@ def _merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: pl.DataFrame,
         con.unregister("incoming")
     # Which statements each batch needs: an UPDATE scans a whole table even when no row of the
     # batch asks for it, so statements with nothing to do are left out.
-    needs = {batch: (new, known) for batch, new, known in con.execute(
-        "SELECT batch, bool_or(NOT known), bool_or(known) FROM classified_all"
-        " WHERE category IN ('added', 'updated') GROUP BY batch").fetchall()}
+    needs = {batch: (new, known, row_lists) for batch, new, known, row_lists in con.execute(
+        "SELECT batch, bool_or(NOT known), bool_or(known), bool_or(lists IS NOT NULL)"
+        " FROM classified_all WHERE category IN ('added', 'updated') GROUP BY batch").fetchall()}
     for number in range(first_batch, batches):
         with _transaction(con, commit):
-            _apply(con, import_id, number, options, outcomes_dir, needs.get(number, (False, False)))
+            _apply(con, import_id, number, options, outcomes_dir, needs.get(number, (False, False, False)))
         if on_progress:
             done = done_before + min((number - first_batch + 1) * size, remaining.height)
             on_progress(Progress(number + 1, batches, done))
@@ -372,9 +400,10 @@ def outcome_path(outcomes_dir: Path, number: int) -> Path:
 
 
 def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options: ImportOptions,
-           outcomes_dir: Path, needs: tuple[bool, bool]) -> None:
+           outcomes_dir: Path, needs: tuple[bool, bool, bool]) -> None:
     """Apply one batch (the caller holds its transaction). `needs` says whether it adds new
-    subscribers and whether it changes known ones; statements with nothing to do are left out."""
+    subscribers, whether it changes known ones, and whether rows bring their own lists;
+    statements with nothing to do are left out."""
     params = {**_parameters(options, datetime.now(timezone.utc)), "batch": number}
     _run(con, _INSERT_LISTS, params)
     if options.subscriber_limit is None:
@@ -382,10 +411,10 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
     else:  # materialised: the count it ranks against moves as the batch inserts
         _run(con, _BATCH_WITH_LIMIT, params)
         con.execute("CREATE OR REPLACE TEMP VIEW classified AS SELECT * FROM limited")
-    new, known = needs
+    new, known, row_lists = needs
     for sql, needed in ((_UPDATE_SUBSCRIBERS, known), (_UPDATE_SUBSCRIPTIONS, known),
                         (_INSERT_SUBSCRIBERS, new), (_INSERT_SUBSCRIPTIONS_KNOWN, known),
-                        (_INSERT_SUBSCRIPTIONS_NEW, new)):
+                        (_INSERT_SUBSCRIPTIONS_NEW, new), (_INSERT_ROW_SUBSCRIPTIONS, row_lists)):
         if needed:  # (a subscriber limit only turns 'added' rows into skipped ones)
             _run(con, sql, params)
     rows = con.sql("SELECT row, category FROM classified").pl()

@@ -12,8 +12,9 @@ from mail_pipeline.mapping import IP_FIELDS, TIME_FIELDS, Mapping
 from mail_pipeline.options import EMAIL_FORMATS
 from mail_pipeline.reading import Records
 from mail_pipeline.times import format_hint, parse_times
+from mail_pipeline.exports import UNGUARD
 from mail_pipeline.values import (STATUS_WORDS, SUBSCRIBER_STATUSES, custom_fields_json, ip_addresses,
-                                  json_objects, parse_tags, split_status)
+                                  json_objects, json_tag_lists, memberships, parse_tags, split_status)
 
 
 class ParsedRow(pa.DataFrameModel):
@@ -31,6 +32,7 @@ class ParsedRow(pa.DataFrameModel):
     subscribe_ip_ok: Optional[bool] = pa.Field(nullable=True, eq=True)
     remove_ip_ok: Optional[bool] = pa.Field(nullable=True, eq=True)
     attributes_ok: Optional[bool] = pa.Field(nullable=True, eq=True)
+    lists_ok: Optional[bool] = pa.Field(nullable=True, eq=True)
 
 
 class ValidRow(pa.DataFrameModel):
@@ -52,11 +54,11 @@ class ValidRow(pa.DataFrameModel):
 
 # The merge's columns beyond ValidRow's, with the type an unmapped one gets.
 _TIME = pl.Datetime("us", "UTC")
-EXTRA_COLUMNS = {"tags": pl.List(pl.String), **{f: _TIME for f in TIME_FIELDS}}
+EXTRA_COLUMNS = {"tags": pl.List(pl.String), "lists": pl.String, **{f: _TIME for f in TIME_FIELDS}}
 
 # Checked in this order; a row's reason is its first failure.
 _CHECKS = ("email_key", "status", "email_format", *(f"{f}_ok" for f in TIME_FIELDS),
-           *(f"{f}_ok" for f in IP_FIELDS), "attributes_ok")
+           *(f"{f}_ok" for f in IP_FIELDS), "attributes_ok", "lists_ok")
 _PRIORITY = {check: rank for rank, check in enumerate(_CHECKS)}
 
 FAILED_SCHEMA = {"row": pl.Int64, "line": pl.Int64, "cells": pl.List(pl.String), "error": pl.String}
@@ -71,8 +73,10 @@ class Validated:
 
 
 def _cell(index: int) -> pl.Expr:
-    """A trimmed cell, with an empty one meaning no value."""
+    """A trimmed cell, with an empty one meaning no value, and without the `'` an export puts
+    before a cell a spreadsheet would run as a formula (spec §6)."""
     text = pl.col(f"c{index}").str.strip_chars()
+    text = pl.when(text.str.contains(UNGUARD)).then(text.str.slice(1)).otherwise(text)
     return pl.when(text != "").then(text)
 
 
@@ -97,8 +101,7 @@ def parse(records: Records, mapping: Mapping, date_format: str = "mdy") -> pl.Da
         text("status").alias("raw:status"), text("email_format").alias("raw:email_format"),
         *[text(f) for f in IP_FIELDS],
         *[text(f).alias(f"raw:{f}") for f in times],
-        (parse_tags(_cell(fields["tags"])) if "tags" in fields else pl.lit(None, pl.List(pl.String)))
-        .alias("tags"),
+        text("tags").alias("raw:tags"), text("lists").alias("raw:lists"),
         *[_cell(i).alias(f"custom:{name}") for name, i in mapping.custom.items()],
     )
     custom = [f"custom:{name}" for name in mapping.custom]
@@ -109,7 +112,10 @@ def parse(records: Records, mapping: Mapping, date_format: str = "mdy") -> pl.Da
         custom_fields_json({c: c.removeprefix("custom:") for c in custom}),
         *[parse_times(pl.col(f"raw:{f}"), date_format).alias(f) for f in times],
     ).drop(custom)
+    lists = (memberships(frame["raw:lists"]).get_columns() if "lists" in fields
+             else [pl.lit(None, pl.String).alias("lists")])
     frame = frame.with_columns(
+        _tags(frame["raw:tags"]), *lists,
         *[(pl.col(f"raw:{f}").is_null() | pl.col(f).is_not_null()).alias(f"{f}_ok") for f in times],
         *[ip_addresses(frame[f]).alias(f"{f}_ok") for f in ips],
         # A confirm time without a status says the subscription was confirmed.
@@ -126,6 +132,16 @@ def parse(records: Records, mapping: Mapping, date_format: str = "mdy") -> pl.Da
     return pl.concat([frame, emails, attributes_ok], how="horizontal")
 
 
+def _tags(cells: pl.Series) -> pl.Series:
+    """Tags as separated text, or as a JSON array (an export's `tags` column)."""
+    as_text = cells.to_frame("t").select(parse_tags(pl.col("t"))).to_series()
+    is_json = cells.str.starts_with("[")
+    if not is_json.any():
+        return as_text.alias("tags")
+    as_json = json_tag_lists(cells)
+    return pl.select(pl.when(is_json).then(as_json).otherwise(as_text)).to_series().alias("tags")
+
+
 def _quoted(text: str) -> pl.Expr:
     return pl.lit(text, pl.String)
 
@@ -138,6 +154,9 @@ def _message(check: str, columns: list[str], mapping: Mapping) -> pl.Expr:
     column = columns[mapping.fields[field]] if field in mapping.fields else field
     if check == "attributes_ok":
         return _quoted(f"invalid attributes in column '{column}': not a JSON object")
+    if check == "lists_ok":
+        return pl.concat_str([_quoted("invalid lists '"), pl.col("raw:lists"), _quoted(
+            f"' in column '{column}': must be a JSON object of list name → subscription status")])
     value = pl.col(field) if field in IP_FIELDS else pl.col(f"raw:{field}")
     if check == "status":
         rule = ("must be a subscriber status (enabled, disabled, blocklisted) or a subscription "

@@ -102,3 +102,38 @@ def _is_ip(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+
+def _duckdb(values: pl.Series, query: str) -> pl.DataFrame:
+    """Run `query` over a one-column frame `frame(v)` in a throwaway DuckDB (vectorised, and off
+    the GIL)."""
+    frame = pl.DataFrame({"v": values})
+    con = duckdb.connect()
+    try:
+        return con.sql(query).pl()
+    finally:
+        con.close()
+
+
+def json_tag_lists(values: pl.Series) -> pl.Series:
+    """Tags written as a JSON array (an export's `tags`) → sorted distinct tags, null for none."""
+    return _duckdb(values, """
+        SELECT CASE WHEN len(t) > 0 THEN t END AS tags FROM (
+          SELECT list_sort(list_distinct(list_filter(list_transform(
+                   try(from_json(v, '["VARCHAR"]')), lambda x: trim(x)), lambda x: x != ''))) AS t
+          FROM frame)""")["tags"].cast(pl.List(pl.String))
+
+
+_STATUS_LIST = "[" + ", ".join(f"'{s}'" for s in dict.fromkeys(SUBSCRIPTION_STATUSES.values())) + "]"
+
+
+def memberships(values: pl.Series) -> pl.DataFrame:
+    """An export's `lists` cell, a JSON object of list name → subscription status, as `lists`
+    (re-serialised JSON, null for none) and `lists_ok` (null where there is no cell)."""
+    return _duckdb(values, f"""
+        SELECT CASE WHEN cardinality(m) > 0 THEN to_json(m)::VARCHAR END AS lists,
+               CASE WHEN v IS NOT NULL THEN m IS NOT NULL AND coalesce(list_bool_and(list_transform(
+                    map_entries(m), lambda e: e.key != '' AND list_contains({_STATUS_LIST}, e.value))), true)
+               END AS lists_ok
+        FROM (SELECT v, try(try_cast(json(v) AS MAP(VARCHAR, VARCHAR))) AS m FROM frame)""")
