@@ -1,7 +1,7 @@
 """The code location: one Definitions for everything (`dagster dev -m assets.definitions`)."""
 import dagster as dg
 
-from assets.exports import export_job, named_exports_assets, subscriber_export
+from assets.exports import export_job, exports_automation, named_exports_assets, subscriber_export
 from assets.imports import import_job, import_logs, raw_file, subscribers, validated_frame
 from assets.resources import StoreResource
 
@@ -9,5 +9,6 @@ defs = dg.Definitions(
     assets=[raw_file, validated_frame, subscribers, import_logs, subscriber_export,
             *named_exports_assets],
     jobs=[import_job, export_job],
+    sensors=[exports_automation] if named_exports_assets else [],
     resources={"store": StoreResource()},
 )

@@ -55,6 +55,14 @@ def named_export_asset(name: str, options: exports.ExportOptions) -> dg.AssetsDe
 named_exports_assets = [named_export_asset(name, options) for name, options
                         in named_exports.load(named_exports.declarations_file()).items()]
 
+# Dagster's default automation sensor starts stopped; this one runs as soon as the daemon does
+# (`mail-pipeline ui`), so named exports follow the subscriber table without a click. It reads
+# only the instance's event log, never the store.
+exports_automation = dg.AutomationConditionSensorDefinition(
+    "named_exports_automation", target=dg.AssetSelection.assets(*named_exports_assets),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Re-materialises each named export after the subscriber table changes.")
+
 export_job = dg.define_asset_job(
     "export_job", selection=[subscriber_export], executor_def=dg.in_process_executor,
     description="One export: pick a partition (the export id) and give its filters and format.")

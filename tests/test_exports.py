@@ -1,0 +1,199 @@
+"""Exports (spec §6): every filter, every format read back, the formula guard, the round trip,
+and exports as Dagster runs and named, self-refreshing assets."""
+import csv
+import gzip
+import io
+import json
+import shutil
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mail_pipeline import home, named_exports
+from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.exports import build_export, export
+from mail_pipeline.store import SCHEMA
+from tests.helpers import cli, run_import
+
+COLUMNS = ["email", "name", "status", "attributes", "tags", "lists", "email_format", "created_at",
+           "updated_at"]
+
+
+@pytest.fixture
+def store(write_csv):
+    """ann: news confirmed, engaged lately; bob: news unsubscribed + offers confirmed, engaged
+    long ago; cy: blocklisted, no list; dee: offers unconfirmed, never engaged."""
+    run_import(write_csv("email,name,subscribe_time\nann@example.com,Ann Lee,2099-01-01\n"
+                         "bob@example.com,Bob,2001-01-01\n", name="a.csv"),
+               lists=["news"], subscription_status="confirmed")
+    run_import(write_csv("email,status\nbob@example.com,unsubscribed\n", name="b.csv"),
+               lists=["news"], overwrite=True, overwrite_what={"status": True},
+               overwrite_when_status={"active": True})
+    run_import(write_csv("email\nbob@example.com\n", name="c.csv"), lists=["offers"],
+               subscription_status="confirmed")
+    run_import(write_csv("email,status\ncy@example.com,blocklisted\n", name="d.csv"))
+    run_import(write_csv("email,name\ndee@example.com,Dee Bobson\n", name="e.csv"), lists=["offers"])
+    con = duckdb.connect(str(home.database_path()))
+    yield con
+    con.close()
+
+
+def _emails(con, tmp_path, **filters) -> list[str]:
+    written = export(con, build_export(filters), tmp_path / "out.csv")
+    rows = list(csv.DictReader(open(written.path, encoding="utf-8")))
+    assert written.rows == len(rows)
+    return [row["email"] for row in rows]
+
+
+@pytest.mark.parametrize("filters, expected", [
+    ({}, ["ann@example.com", "bob@example.com", "cy@example.com", "dee@example.com"]),
+    ({"lists": ["news"]}, ["ann@example.com", "bob@example.com"]),
+    ({"lists": ["news", "offers"]}, ["ann@example.com", "bob@example.com", "dee@example.com"]),
+    ({"status": ["blocklisted"]}, ["cy@example.com"]),
+    ({"status": ["enabled"], "lists": ["offers"]}, ["bob@example.com", "dee@example.com"]),
+    ({"subscription_status": ["confirmed"]}, ["ann@example.com", "bob@example.com"]),
+    ({"lists": ["news"], "subscription_status": ["confirmed"]}, ["ann@example.com"]),
+    ({"lists": ["news"], "subscription_status": ["unsubscribed"]}, ["bob@example.com"]),
+    ({"search": "BOB"}, ["bob@example.com", "dee@example.com"]),  # email or name
+    ({"search": "lee"}, ["ann@example.com"]),
+    ({"cold_only": True}, ["bob@example.com", "cy@example.com", "dee@example.com"]),
+    ({"cold_only": True, "cold_days": 100000}, ["cy@example.com", "dee@example.com"]),
+])
+def test_every_filter(store, tmp_path, filters, expected):
+    assert _emails(store, tmp_path, **filters) == expected
+
+
+@pytest.mark.parametrize("fmt, gz", [("csv", False), ("csv", True), ("jsonl", False), ("jsonl", True),
+                                     ("parquet", False)])
+def test_every_format_reads_back_with_polars(store, tmp_path, fmt, gz):
+    written = export(store, build_export({"format": fmt, "gzip": gz}), tmp_path / f"out.{fmt}")
+    data = gzip.decompress(written.path.read_bytes()) if gz else written.path.read_bytes()
+    frame = {"csv": lambda: pl.read_csv(io.BytesIO(data), infer_schema=False),
+             "jsonl": lambda: pl.read_ndjson(io.BytesIO(data)),
+             "parquet": lambda: pl.read_parquet(io.BytesIO(data))}[fmt]()
+    assert frame.columns == COLUMNS and frame.height == written.rows == 4
+    bob = frame.filter(pl.col("email") == "bob@example.com").row(0, named=True)
+    lists = bob["lists"] if fmt == "jsonl" else json.loads(bob["lists"])
+    assert lists == {"news": "unsubscribed", "offers": "confirmed"}
+    assert bob["created_at"].endswith("Z") and "T" in bob["created_at"]
+
+
+HOSTILE = ['=HYPERLINK("http://evil","x")', "+1", "-2", "@SUM(A1)", "\tcmd", "\rcmd", "'=already",
+           "plain", "a=b"]
+
+
+def test_the_formula_guard_on_hostile_values(tmp_path):
+    con = duckdb.connect()
+    con.execute(SCHEMA)
+    for i, name in enumerate(HOSTILE):
+        con.execute("INSERT INTO subscribers (email, name, status, attributes, created_at, updated_at)"
+                    " VALUES (?, ?, 'enabled', '{}', now(), now())", [f"u{i}@example.com", name])
+    written = export(con, build_export({}), tmp_path / "out.csv")
+    names = [row["name"] for row in csv.DictReader(open(written.path, encoding="utf-8", newline=""))]
+    assert names == ["'" + n if n[0] in "=+-@\t\r'" else n for n in HOSTILE]
+    # JSON Lines and Parquet are data, not spreadsheets: no guard there.
+    jsonl = export(con, build_export({"format": "jsonl"}), tmp_path / "out.jsonl")
+    assert [json.loads(line)["name"] for line in jsonl.path.read_text().splitlines()] == HOSTILE
+
+
+NAMES = st.one_of(st.sampled_from(HOSTILE[:4] + ["'=x", "''+y", "Ann", "", "José Ñ", '"q"', "a,b"]),
+                  st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs", "Cc", "Zs", "Zl", "Zp"]),
+                          max_size=6))
+ROWS = st.lists(st.tuples(st.integers(0, 30), NAMES, st.sampled_from(["", "enabled", "disabled", "blocklisted"]),
+                          st.sampled_from(["", "a", "b; c", '"x, y"']), st.sampled_from(["", "html", "text"]),
+                          st.sampled_from(["", '{"k": 1}', '{"n": null, "s": "=1"}']),
+                          st.sampled_from(["news", "offers"]),
+                          st.sampled_from(["", "confirmed", "unsubscribed", "bounced"])),
+                max_size=15)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=ROWS)
+def test_export_import_export_is_the_identity(tmp_path, mail_home, monkeypatch, rows):
+    shutil.rmtree(mail_home, ignore_errors=True)
+    path = tmp_path / "gen.csv"
+    for email_no, name, status, tags, fmt, attributes, listname, sub in rows:  # one import per row
+        out = io.StringIO()
+        csv.writer(out).writerows([["email", "name", "status", "tags", "email_format", "attributes"],
+                                   [f"p{email_no}@example.com", name, sub or status, tags, fmt, attributes]])
+        path.write_text(out.getvalue(), encoding="utf-8")
+        run_import(path, lists=[listname], overwrite=True, overwrite_what={"status": True})
+    first = tmp_path / "first.csv"
+    con = duckdb.connect(str(home.database_path())) if home.database_path().exists() else duckdb.connect()
+    con.execute(SCHEMA)
+    export(con, build_export({}), first)
+    con.close()
+    monkeypatch.setenv("MAIL_PIPELINE_HOME", str(tmp_path / "restored"))
+    shutil.rmtree(tmp_path / "restored", ignore_errors=True)
+    _, stats = run_import(first)  # into an empty store
+    assert stats["subscribers"]["failed"] == 0
+    con = duckdb.connect(str(home.database_path()))
+    second = tmp_path / "second.csv"
+    export(con, build_export({}), second)
+    con.close()
+    assert second.read_bytes() == first.read_bytes()
+    monkeypatch.setenv("MAIL_PIPELINE_HOME", str(mail_home))
+
+
+def test_bad_export_options_are_refused_in_one_sentence():
+    for fields, message in [({"format": "xml"}, "invalid format 'xml'"),
+                            ({"format": "parquet", "gzip": True}, "Parquet files are compressed already"),
+                            ({"status": ["gone"]}, "invalid status 'gone'"),
+                            ({"cold_days": 0}, "invalid cold_days"), ({"colour": 1}, "unknown option 'colour'")]:
+        with pytest.raises(MailPipelineError, match=message):
+            build_export(fields)
+
+
+def test_export_command_is_a_run_with_its_document(mail_home, write_csv):
+    assert cli("import", str(write_csv("email\nann@example.com\n")), "--list", "news", home=mail_home).returncode == 0
+    out = mail_home.parent / "x.jsonl.gz"
+    result = cli("export", "--list", "news", "--format", "jsonl", "--gzip", "--out", str(out), "--json",
+                 home=mail_home)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["state"] == "finished" and document["rows"] == 1 and document["path"] == str(out)
+    assert document["filters"]["lists"] == ["news"] and len(document["sha256"]) == 64
+    assert json.loads(gzip.decompress(out.read_bytes()))["email"] == "ann@example.com"
+    refused = cli("export", "--status", "gone", home=mail_home)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: invalid status 'gone'")
+
+
+def test_named_exports_refresh_when_the_subscriber_table_changes(tmp_path, write_csv, monkeypatch):
+    declared = tmp_path / "exports.toml"
+    declared.write_text('[news_only]\nlists = ["news"]\nformat = "csv"\n')
+    named = named_exports.load(declared)
+    assert list(named) == ["news_only"]
+    from assets.exports import named_export_asset
+    from assets.imports import subscribers
+    from assets.resources import StoreResource
+    asset = named_export_asset("news_only", named["news_only"])
+    run_import(write_csv("email\nann@example.com\n"), lists=["news"])
+    with dg.instance_for_test() as instance:
+        defs = dg.Definitions(assets=[subscribers, asset], resources={"store": StoreResource()})
+        selection = dg.AssetSelection.assets(asset)
+        idle = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection)
+        assert idle.total_requested == 0  # nothing upstream yet
+        # The subscriber table is materialised (an import ran): the named export is requested.
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="subscribers"))
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection,
+                                                   cursor=idle.cursor)
+        assert result.get_requested_partitions(asset.key) == {None}
+        materialized = dg.materialize([asset], instance=instance, resources={"store": StoreResource()},
+                                      selection=[asset])
+        metadata = materialized.get_asset_materialization_events()[0].materialization.metadata
+        assert metadata["row_count"].value == 1 and len(metadata["sha256"].value) == 64
+        assert metadata["path"].value == str(home.exports_dir() / "named" / "news_only.csv")
+
+
+def test_a_bad_named_export_is_refused_naming_it(tmp_path):
+    declared = tmp_path / "exports.toml"
+    declared.write_text('[Bad-Name]\nformat = "csv"\n')
+    with pytest.raises(MailPipelineError, match="named export 'Bad-Name'"):
+        named_exports.load(declared)
+    declared.write_text('[ok]\nformat = "xls"\n')
+    with pytest.raises(MailPipelineError, match="named export 'ok' .*invalid format 'xls'"):
+        named_exports.load(declared)
