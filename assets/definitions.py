@@ -11,4 +11,6 @@ defs = dg.Definitions(
     jobs=[import_job, export_job],
     sensors=[exports_automation] if named_exports_assets else [],
     resources={"store": StoreResource()},
+    # In process: the multiprocess executor costs seconds per step, and every job here is short.
+    executor=dg.in_process_executor,
 )

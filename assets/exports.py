@@ -6,7 +6,6 @@ from assets.config import config_class
 from assets.imports import subscribers
 from assets.resources import StoreResource
 from mail_pipeline import exports, named_exports
-from mail_pipeline import store as subscriber_store
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.home import POOL
 
@@ -41,7 +40,7 @@ def named_export_asset(name: str, options: exports.ExportOptions) -> dg.AssetsDe
                           "table changes.")
     def _export(store: StoreResource) -> dg.MaterializeResult:
         path = named_exports.destination(name, options)
-        con = subscriber_store.connect(store.path())
+        con = exports.connect(store.path())
         try:
             written = exports.export(con, options, path)
         finally:

@@ -90,6 +90,8 @@ def connect(path: Path, wait_seconds: float = 600.0, memory_limit: str = "2GB") 
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
                 raise MailPipelineError(f"the subscriber store is busy: {path}") from None
             time.sleep(0.5)
+    # No progress bar: it would write to the user's terminal from inside a run.
+    con.execute("SET enable_progress_bar = false")
     con.execute(SCHEMA)
     con.execute(MIGRATIONS)
     return con
