@@ -1,5 +1,8 @@
 """Exports as assets (spec §6): one partition per `mail-pipeline export`, and one asset per named
 export declared in `exports.toml`, refreshed whenever the subscriber table changes."""
+import os
+from typing import Optional
+
 import dagster as dg
 
 from assets.config import config_class
@@ -51,8 +54,20 @@ def named_export_asset(name: str, options: exports.ExportOptions) -> dg.AssetsDe
     return _export
 
 
-named_exports_assets = [named_export_asset(name, options) for name, options
-                        in named_exports.load(named_exports.declarations_file()).items()]
+def _declared() -> tuple[dict[str, exports.ExportOptions], Optional[str]]:
+    """The named exports. A bad declarations file fails the code location's load (the UI shows
+    why), except for the command line, which sets MAIL_PIPELINE_IGNORE_BAD_EXPORTS: an
+    import must not stop over a typo in an export."""
+    try:
+        return named_exports.load(named_exports.declarations_file()), None
+    except MailPipelineError as exc:
+        if not os.environ.get("MAIL_PIPELINE_IGNORE_BAD_EXPORTS"):
+            raise
+        return {}, str(exc)
+
+
+_named, declaration_error = _declared()
+named_exports_assets = [named_export_asset(name, options) for name, options in _named.items()]
 
 # Dagster's default automation sensor starts stopped; this one runs as soon as the daemon does
 # (`mail-pipeline ui`), so named exports follow the subscriber table without a click. It reads

@@ -79,7 +79,7 @@ def state_of(run: dg.DagsterRun, import_id: str) -> str:
 
 def failure_message(inst: dg.DagsterInstance, run_id: str) -> Optional[str]:
     """Why the run failed: a user's mistake is its one sentence (the step's Failure), anything
-    else the last line of the underlying error."""
+    else the first line of the underlying error."""
     for record in inst.get_records_for_run(
             run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
         data = record.event_log_entry.dagster_event.step_failure_data
@@ -89,7 +89,9 @@ def failure_message(inst: dg.DagsterInstance, run_id: str) -> Optional[str]:
         while error is not None and error.cause is not None:  # Dagster wraps the real error
             error = error.cause
         if error is not None:
-            return error.message.strip().splitlines()[-1]
+            # The first line says what went wrong; later ones may be context or a caret line.
+            lines = [line for line in error.message.strip().splitlines() if line.strip(" ^")]
+            return lines[0] if lines else error.message.strip()
     return None
 
 

@@ -29,7 +29,10 @@ from mail_pipeline.times import parse_times
 
 def _runs():
     warnings.filterwarnings("ignore")  # Dagster's beta/deprecation notices are not for end users
-    from assets import runs
+    os.environ["MAIL_PIPELINE_IGNORE_BAD_EXPORTS"] = "1"
+    from assets import exports, runs
+    if exports.declaration_error:
+        _say(f"warning: {exports.declaration_error}; named exports are off until it is fixed")
     return runs
 
 

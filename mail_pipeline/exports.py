@@ -62,8 +62,8 @@ def build_export(fields: dict) -> ExportOptions:
         for value in values:
             if value not in allowed:
                 raise MailPipelineError(f"invalid {name} {value!r}: must be " + ", ".join(allowed))
-    if options.cold_days < 1:
-        raise MailPipelineError("invalid cold_days: must be at least 1")
+    if not 1 <= options.cold_days <= 36500:
+        raise MailPipelineError("invalid cold_days: must be between 1 and 36500")
     return options
 
 
@@ -162,8 +162,18 @@ def connect(database: Path) -> duckdb.DuckDBPyConnection:
 
 def destination(export_id: str, options: ExportOptions) -> Path:
     if options.out:
-        return Path(options.out).expanduser().resolve()
+        return checked_out(options.out)
     return home.export_dir(export_id) / f"subscribers{options.suffix()}"
+
+
+def checked_out(out: str) -> Path:
+    """`--out`: anywhere but the home's own files (the store, imports, the Dagster instance),
+    which an export must never overwrite; under the home only `exports/` is open."""
+    path = Path(out).expanduser().resolve()
+    root = home.home().resolve()
+    if path.is_relative_to(root) and not path.is_relative_to(home.exports_dir().resolve()):
+        raise MailPipelineError(f"invalid out {out!r}: inside {root} only exports/ may be written")
+    return path
 
 
 def run_export(export_id: str, options: ExportOptions, database: Path) -> dict:

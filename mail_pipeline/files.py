@@ -17,7 +17,10 @@ def replacing(path: Path) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # (a read-only folder: the error that matters is the one already raised)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mail_pipeline import home
 from mail_pipeline.errors import MailPipelineError
-from mail_pipeline.exports import ExportOptions, build_export
+from mail_pipeline.exports import ExportOptions, build_export, checked_out
 
 DEFAULT_FILE = Path(__file__).resolve().parents[1] / "exports.toml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # becomes part of an asset key
@@ -47,5 +47,5 @@ def load(path: Path) -> dict[str, ExportOptions]:
 
 def destination(name: str, options: ExportOptions) -> Path:
     if options.out:
-        return Path(options.out).expanduser().resolve()
+        return checked_out(options.out)
     return home.exports_dir() / "named" / f"{name}{options.suffix()}"

@@ -133,13 +133,15 @@ def parse(records: Records, mapping: Mapping, date_format: str = "mdy") -> pl.Da
 
 
 def _tags(cells: pl.Series) -> pl.Series:
-    """Tags as separated text, or as a JSON array (an export's `tags` column)."""
+    """Tags as separated text, or as a JSON array (an export's `tags` column); a cell that only
+    looks like one (`[beta]`) is separated text."""
     as_text = cells.to_frame("t").select(parse_tags(pl.col("t"))).to_series()
-    is_json = cells.str.starts_with("[")
-    if not is_json.any():
+    if not cells.str.starts_with("[").any():
         return as_text.alias("tags")
+    is_json = cells.str.starts_with("[") & cells.str.ends_with("]")
     as_json = json_tag_lists(cells)
-    return pl.select(pl.when(is_json).then(as_json).otherwise(as_text)).to_series().alias("tags")
+    parsed = is_json & (as_json.is_not_null() | cells.str.contains(r"^\[\s*\]$"))
+    return pl.select(pl.when(parsed).then(as_json).otherwise(as_text)).to_series().alias("tags")
 
 
 def _quoted(text: str) -> pl.Expr:

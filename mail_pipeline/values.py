@@ -134,6 +134,7 @@ def memberships(values: pl.Series) -> pl.DataFrame:
     return _duckdb(values, f"""
         SELECT CASE WHEN cardinality(m) > 0 THEN to_json(m)::VARCHAR END AS lists,
                CASE WHEN v IS NOT NULL THEN m IS NOT NULL AND coalesce(list_bool_and(list_transform(
-                    map_entries(m), lambda e: e.key != '' AND list_contains({_STATUS_LIST}, e.value))), true)
+                    map_entries(m), lambda e: e.key != '' AND e.value IS NOT NULL
+                    AND list_contains({_STATUS_LIST}, e.value))), true)
                END AS lists_ok
         FROM (SELECT v, try(try_cast(json(v) AS MAP(VARCHAR, VARCHAR))) AS m FROM frame)""")

@@ -61,7 +61,7 @@ def _emails(con, tmp_path, **filters) -> list[str]:
     ({"search": "BOB"}, ["bob@example.com", "dee@example.com"]),  # email or name
     ({"search": "lee"}, ["ann@example.com"]),
     ({"cold_only": True}, ["bob@example.com", "cy@example.com", "dee@example.com"]),
-    ({"cold_only": True, "cold_days": 100000}, ["cy@example.com", "dee@example.com"]),
+    ({"cold_only": True, "cold_days": 20000}, ["cy@example.com", "dee@example.com"]),
 ])
 def test_every_filter(store, tmp_path, filters, expected):
     assert _emails(store, tmp_path, **filters) == expected
@@ -197,3 +197,38 @@ def test_a_bad_named_export_is_refused_naming_it(tmp_path):
     declared.write_text('[ok]\nformat = "xls"\n')
     with pytest.raises(MailPipelineError, match="named export 'ok' .*invalid format 'xls'"):
         named_exports.load(declared)
+
+
+def test_review_findings_stay_fixed(mail_home, write_csv, tmp_path):
+    # A lists cell with a null status fails its row, not the import.
+    path = write_csv('email,lists\na@example.com,"{""x"": null}"\nb@example.com,"{""x"": ""confirmed""}"\n')
+    import_id, stats = run_import(path)
+    assert (stats["subscribers"]["failed"], stats["subscribers"]["added"]) == (1, 1)
+    # Tags that only look like a JSON array are separated text.
+    run_import(write_csv('email,tags\nt@example.com,"[vip], gold"\nu@example.com,[beta]\n', name="t.csv"))
+    con = duckdb.connect(str(home.database_path()))
+    assert con.execute("SELECT email, tags FROM subscribers WHERE email IN ('t@example.com', 'u@example.com')"
+                       " ORDER BY email").fetchall() == [("t@example.com", ["[vip]", "gold"]),
+                                                         ("u@example.com", ["[beta]"])]
+    con.close()
+    # An export never overwrites the home's own files.
+    refused = cli("export", "--out", str(home.database_path()), home=mail_home)
+    assert refused.returncode == 1 and "only exports/ may be written" in refused.stderr
+    assert duckdb.connect(str(home.database_path()), read_only=True).execute(
+        "SELECT count(*) FROM subscribers").fetchall() == [(3,)]
+    with pytest.raises(MailPipelineError, match="cold_days"):
+        build_export({"cold_only": True, "cold_days": 99999999999})
+    # A bad exports.toml does not stop imports from the command line.
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[x]\nformat = "xml"\n')
+    import os
+    env_before = os.environ.get("MAIL_PIPELINE_EXPORTS")
+    os.environ["MAIL_PIPELINE_EXPORTS"] = str(bad)
+    try:
+        result = cli("import", str(write_csv("email\nz@example.com\n", name="z.csv")), home=mail_home)
+    finally:
+        os.environ.pop("MAIL_PIPELINE_EXPORTS")
+        if env_before:
+            os.environ["MAIL_PIPELINE_EXPORTS"] = env_before
+    assert result.returncode == 0, result.stderr
+    assert "warning: named export 'x'" in result.stderr
