@@ -40,11 +40,17 @@ def run_config(options: ImportOptions) -> dict:
     return {"ops": {"raw_file": {"config": options.model_dump()}}}
 
 
-def create_import(inst: dg.DagsterInstance) -> str:
-    """A new import id, registered as a partition so the UI lists it."""
+def create_import(inst: dg.DagsterInstance, idempotency_key: Optional[str] = None) -> tuple[str, bool]:
+    """A new import id, registered as a partition so the UI lists it, and True; or, when the
+    idempotency key already names an import, that import's id and False (Mailrith)."""
     import_id = home.new_import_id()
+    if idempotency_key:
+        existing = home.claim_key(idempotency_key, import_id)
+        if existing is not None:
+            home.import_dir(import_id).rmdir()  # allocated a moment ago, still empty
+            return existing, False
     inst.add_dynamic_partitions(imports_partitions.name, [import_id])
-    return import_id
+    return import_id, True
 
 
 def execute_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptions) -> dg.ExecuteInProcessResult:

@@ -152,7 +152,13 @@ def cmd_import(args: argparse.Namespace) -> int:
             path.unlink(missing_ok=True)
     runs = _runs()
     inst = runs.instance()
-    import_id = runs.create_import(inst)
+    import_id, created = runs.create_import(inst, options.idempotency_key)
+    if not created:  # the same idempotency key: the existing import, not a second one
+        if spooled:
+            path.unlink(missing_ok=True)
+        if not args.json:
+            _say(f"import {import_id}: already created with this idempotency key")
+        return _finish(runs.document(inst, import_id), args.json)
     done = threading.Event()
     if not args.json:
         _say(f"import {import_id}: started")
@@ -161,10 +167,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         runs.execute_import(inst, import_id, options)
     finally:
         done.set()
-    document = runs.document(inst, import_id)
-    _print_document(document, args.json)
-    if document["state"] != "finished":
-        _say(f"error: import {import_id} {document['state']}: {document['error_message'] or 'see its log'}")
+    return _finish(runs.document(inst, import_id), args.json)
+
+
+def _finish(document: dict, as_json: bool) -> int:
+    """Print the import document; the exit code says whether the import failed."""
+    _print_document(document, as_json)
+    if document["state"] in ("failed", "cancelled"):
+        _say(f"error: import {document['id']} {document['state']}: "
+             f"{document['error_message'] or 'see its log'}")
         return 1
     return 0
 
@@ -314,7 +325,7 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--unsubscribe-others", action="store_true",
                      help="unsubscribe the target lists' subscribers absent from the file")
     imp.add_argument("--subscriber-limit", type=int, help="add no subscribers beyond this total")
-    imp.add_argument("--idempotency-key", help="recorded with the import (not yet enforced)")
+    imp.add_argument("--idempotency-key", help="the same key returns the existing import")
     imp.add_argument("--params", help="JSON body of a listmonk, GreenArrow, Mailcoach or Mailrith "
                      "import, or the canonical options (the launchpad's config)")
     imp.add_argument("--dry-run", action="store_true",

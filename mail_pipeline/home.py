@@ -1,7 +1,9 @@
 """Where everything lives: one home folder (spec §1), `MAIL_PIPELINE_HOME`, default `./.mail_pipeline`."""
+import hashlib
 import os
 import re
 from pathlib import Path
+from typing import Optional
 
 from mail_pipeline.errors import MailPipelineError
 
@@ -107,3 +109,21 @@ def _new_id(root: Path) -> str:
             return str(candidate)
         except FileExistsError:
             candidate += 1
+
+
+def claim_key(key: str, import_id: str) -> Optional[str]:
+    """Bind an idempotency key to `import_id`. Returns None when this call bound it, else the
+    import the key already names. The binding is a hard link made in one step, so two processes
+    with the same key never both win."""
+    root = home() / "idempotency"
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / hashlib.sha256(key.encode("utf-8")).hexdigest()
+    tmp = root / f".{path.name}.{os.getpid()}.{import_id}"
+    tmp.write_text(import_id, encoding="utf-8")
+    try:
+        os.link(tmp, path)
+        return None
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -43,7 +43,7 @@ def test_workspace_validates():
 def test_an_import_is_one_run_with_metadata_on_every_stage(instance, write_csv):
     from assets import runs
     path = write_csv("email,name\na@example.com,A\nnot-an-email,B\na@example.com,A again\n")
-    import_id = runs.create_import(instance)
+    import_id, _ = runs.create_import(instance)
     result = runs.execute_import(instance, import_id, build({"source": str(path), "lists": ["news"]}))
     assert result.success
     materialized = {e.asset_key.to_user_string(): e.materialization.metadata
@@ -70,7 +70,7 @@ def test_a_bad_file_fails_the_run_with_one_sentence_and_writes_nothing(instance,
     from mail_pipeline import home
     path = tmp_path / "bad.csv"
     path.write_bytes(b"\x00\x01\x02binary")
-    import_id = runs.create_import(instance)
+    import_id, _ = runs.create_import(instance)
     result = runs.execute_import(instance, import_id, build({"source": str(path)}))
     assert not result.success
     document = runs.document(instance, import_id)
@@ -87,7 +87,7 @@ def test_an_unexpected_error_fails_the_run_with_its_message(instance, write_csv,
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(pipeline, "validate_import", boom)
-    import_id = runs.create_import(instance)
+    import_id, _ = runs.create_import(instance)
     result = runs.execute_import(instance, import_id,
                                  build({"source": str(write_csv("email\na@x.com\n"))}))
     assert not result.success
@@ -106,7 +106,7 @@ def test_a_reexecution_resumes_the_first_attempts_file_even_if_the_source_change
     from assets import runs
     from mail_pipeline import home
     path = write_csv("email,name\na@x.com,A\nb@x.com,B\n")
-    import_id = runs.create_import(instance)
+    import_id, _ = runs.create_import(instance)
     assert runs.execute_import(instance, import_id, build({"source": str(path), "lists": ["news"]})).success
     first = runs.document(instance, import_id)["stats"]
     path.write_text("email,name\nother@x.com,O\n")  # edited, then the import is re-executed
@@ -131,7 +131,7 @@ def test_the_launchpad_config_takes_every_seeds_options(instance):
     greenarrow_body = json.loads((Path(__file__).parent / "seeds" / "greenarrow_create.json").read_text())
     _, greenarrow = from_body(greenarrow_body)
     for fields in (mailrith, {**greenarrow, "lists": ["Default Mailing List"]}):
-        import_id = runs.create_import(instance)
+        import_id, _ = runs.create_import(instance)
         result = runs.execute_import(instance, import_id, build(fields))
         assert result.success, runs.failure_message(instance, result.run_id)
     from mail_pipeline import home

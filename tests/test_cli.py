@@ -60,3 +60,30 @@ def test_errors_are_one_line_on_stderr_without_traceback(mail_home, tmp_path):
         assert result.stdout == ""
     assert not (mail_home / "subscribers.duckdb").exists()
     assert not (mail_home / "imports").exists() or not any((mail_home / "imports").iterdir())
+
+
+def test_the_same_idempotency_key_returns_the_existing_import(mail_home, tmp_path):
+    first = cli("import", str(SAMPLE), "--list", "newsletter", "--idempotency-key", "k-1", "--json",
+                home=mail_home)
+    assert first.returncode == 0, first.stderr
+    params = tmp_path / "p.json"
+    params.write_text('{"lists": ["newsletter"], "Idempotency-Key": "k-1"}')
+    again = cli("import", str(SAMPLE), "--params", str(params), "--json", home=mail_home)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["id"] == json.loads(first.stdout)["id"]
+    listing = json.loads(cli("imports", "--scope", "all", "--json", home=mail_home).stdout)
+    assert listing["num_records"] == 1
+    other = cli("import", str(SAMPLE), "--list", "newsletter", "--idempotency-key", "k-2", "--json",
+                home=mail_home)
+    assert json.loads(other.stdout)["id"] != json.loads(first.stdout)["id"]
+
+
+def test_an_idempotency_key_is_bound_once_even_under_a_race(mail_home):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mail_pipeline import home
+    ids = [home.new_import_id() for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: home.claim_key("same", i), ids))
+    winners = [i for i, existing in zip(ids, results) if existing is None]
+    assert len(winners) == 1 and all(r in (None, winners[0]) for r in results)
