@@ -111,13 +111,25 @@ def _new_id(root: Path) -> str:
             candidate += 1
 
 
+def _key_path(key: str) -> Path:
+    return home() / "idempotency" / hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def key_owner(key: str) -> Optional[str]:
+    """The import an idempotency key is bound to, if any."""
+    try:
+        return _key_path(key).read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def claim_key(key: str, import_id: str) -> Optional[str]:
     """Bind an idempotency key to `import_id`. Returns None when this call bound it, else the
     import the key already names. The binding is a hard link made in one step, so two processes
     with the same key never both win."""
-    root = home() / "idempotency"
+    path = _key_path(key)
+    root = path.parent
     root.mkdir(parents=True, exist_ok=True)
-    path = root / hashlib.sha256(key.encode("utf-8")).hexdigest()
     tmp = root / f".{path.name}.{os.getpid()}.{import_id}"
     tmp.write_text(import_id, encoding="utf-8")
     try:

@@ -1,0 +1,82 @@
+"""The file-drop sensor (spec §5), ticked with `build_sensor_context`; its run requests are then
+run in process, as the daemon would run them."""
+import json
+import os
+import time
+
+import dagster as dg
+import pytest
+
+from mail_pipeline import home, inbox
+from tests.helpers import query
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def _drop(relative: str, content: str, age: float = 60.0):
+    path = inbox.inbox_dir() / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    past = time.time() - age
+    os.utime(path, (past, past))
+    return path
+
+
+def _tick(instance):
+    from assets.sensors import inbox_sensor
+    result = inbox_sensor(dg.build_sensor_context(instance=instance))
+    for request in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result.run_requests
+
+
+def _run(instance, request):
+    from assets.definitions import defs
+    job = defs.resolve_job_def("import_job")
+    return job.execute_in_process(run_config=request.run_config, instance=instance,
+                                  partition_key=request.partition_key, tags=request.tags)
+
+
+def test_a_dropped_file_becomes_one_import_and_never_a_second(instance):
+    _drop("news/signups.csv", "email,name\nann@example.com,Ann\nbob@example.com,Bob\n")
+    _drop("news/signups.csv.json", "")  # a sidecar is not a file to import
+    (inbox.inbox_dir() / "news" / "signups.csv.json").write_text(json.dumps(
+        {"mode": "subscribe", "lists": [7], "delim": ",", "overwrite": True}))  # listmonk params
+    _drop("notes.pdf", "not a csv")
+    [request] = _tick(instance)
+    assert request.run_config["ops"]["raw_file"]["config"]["lists"] == ["7", "news"]
+    assert _run(instance, request).success
+    assert query("SELECT email, list FROM subscriptions ORDER BY email, list") == [
+        ("ann@example.com", "7"), ("ann@example.com", "news"), ("bob@example.com", "7"),
+        ("bob@example.com", "news")]
+    assert _tick(instance) == []  # the same file (path, size, mtime) never imports twice
+    _drop("news/signups.csv", "email\ncy@example.com\n")  # changed: a new file
+    assert len(_tick(instance)) == 1
+
+
+def test_a_half_written_file_waits_until_it_settles(instance):
+    path = _drop("big.csv", "email\nann@example.com\n", age=0)
+    assert _tick(instance) == []
+    past = time.time() - 60
+    os.utime(path, (past, past))
+    assert len(_tick(instance)) == 1
+
+
+def test_a_claimed_file_whose_run_never_started_is_requested_again(instance):
+    _drop("a.csv", "email\nann@example.com\n")
+    [first] = _tick(instance)  # the daemon stops before launching it
+    [again] = _tick(instance)
+    assert (again.partition_key, again.run_key) == (first.partition_key, first.run_key)
+    assert _run(instance, again).success
+    assert _tick(instance) == []
+
+
+def test_a_bad_sidecar_is_reported_and_the_file_left_alone(instance):
+    _drop("b.csv", "email\nann@example.com\n")
+    (inbox.inbox_dir() / "b.csv.json").write_text('{"colour": "blue"}')
+    assert _tick(instance) == []
+    assert not (home.home() / "idempotency").exists() or not any((home.home() / "idempotency").iterdir())
