@@ -80,6 +80,8 @@ def state_of(run: dg.DagsterRun, import_id: str) -> str:
     if run.status in _STATES:
         return _STATES[run.status]
     folder = Folder.of(import_id)
+    if (folder.path / "downloading").exists():
+        return "downloading"
     return "importing" if folder.progress.exists() or folder.valid.exists() else "splitting"
 
 

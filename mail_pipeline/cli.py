@@ -14,9 +14,9 @@ import threading
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
-from mail_pipeline import home, logs
+from mail_pipeline import download, home, logs
 from mail_pipeline.document import listing
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.exports import build_export
@@ -120,15 +120,16 @@ def check_begins_at(options: ImportOptions) -> None:
                                 "imports are not supported yet")
 
 
-def _source(args: argparse.Namespace, options: ImportOptions) -> tuple[Path, bool]:
+def _source(args: argparse.Namespace, options: ImportOptions) -> tuple[Union[Path, str], bool]:
     """The file to import, and whether it is a spooled copy (stdin or inline CSV text)."""
     source = args.source or options.source
     if options.content is not None and not args.source:
         return _spool(content_bytes(options)), True
     if not source:
         raise MailPipelineError("no source: give a file, '-' for standard input, or a URL")
-    if source.startswith(("http://", "https://")):
-        raise MailPipelineError("URL sources are not supported yet: download the file and import it")
+    if "://" in source:
+        download.check_url(source)
+        return source, False  # downloaded by the run, in its `downloading` state
     if source == "-":
         return _spool(), True
     return Path(source).expanduser().resolve(), False
@@ -140,7 +141,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     path, spooled = _source(args, options)
     options = options.model_copy(update={"source": str(path), "content": None})
     try:
-        preflight(path, options)
+        if isinstance(path, Path):  # a URL is checked once downloaded
+            preflight(path, options)
         if args.dry_run:
             return _dry_run(options, args.json)
     except MailPipelineError:

@@ -5,6 +5,7 @@ output under a temporary name first, so any stage can be re-run after a crash. T
 in `assets/` are thin wrappers around these.
 """
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Callable, Optional
 
 import polars as pl
 
-from mail_pipeline import home, logs, mapping, merge, reading, staging, store, validation
+from mail_pipeline import download, home, logs, mapping, merge, reading, staging, store, validation
 from mail_pipeline.files import read_json, replacing, write_json
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.options import ImportOptions, build
@@ -51,6 +52,22 @@ class Folder:
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
     with replacing(path) as tmp:
         frame.write_parquet(tmp, compression="lz4")  # working files: speed over size
+
+
+def fetched(folder: Folder, url: str) -> Path:
+    """A URL source, downloaded into the import's folder (state `downloading` meanwhile)."""
+    download.check_url(url)
+    suffix = ".zip" if urllib.parse.urlsplit(url).path.lower().endswith(".zip") else ".csv"
+    dest = folder.path / f"download{suffix}"
+    marker = folder.path / "downloading"
+    marker.touch()
+    try:
+        size = download.download(url, dest, lambda n: logs.append_log(
+            folder.path, f"downloading {url} (attempt {n} of {len(download.RETRY_DELAYS) + 1})"))
+    finally:
+        marker.unlink(missing_ok=True)
+    logs.append_log(folder.path, f"downloaded {size} bytes")
+    return dest
 
 
 def content_bytes(options: ImportOptions) -> bytes:
@@ -107,9 +124,7 @@ def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = N
     if source is None:
         if not options.source:
             raise MailPipelineError("no source: give a file path, or CSV text as `content`")
-        if options.source.startswith(("http://", "https://")):
-            raise MailPipelineError("URL sources are not supported yet: download the file and import it")
-        source = Path(options.source)
+        source = fetched(folder, options.source) if "://" in options.source else Path(options.source)
     preflight(source, options)
     staged = staging.stage_source(source, folder.source, options)
     metadata = {"path": str(staged.path), "size": staged.size, "sha256": staged.sha256,

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import duckdb
 
@@ -12,11 +13,12 @@ from mail_pipeline.logs import log_path
 from mail_pipeline.options import build
 
 
-def run_import(source: Path, **options) -> tuple[str, dict]:
-    """Import `source` with the given options; return (import id, stats)."""
+def run_import(path: Optional[Path], **options) -> tuple[str, dict]:
+    """Import `path` (or, when None, the options' own source) with the given options; return
+    (import id, stats)."""
     opts = build(options)
     folder = pipeline.Folder.of(home.new_import_id())
-    pipeline.stage_raw(folder, opts, source)
+    pipeline.stage_raw(folder, opts, path)
     pipeline.validate_import(folder)
     pipeline.merge_import(folder, home.database_path())
     return folder.import_id, pipeline.write_import_logs(folder)
