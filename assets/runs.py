@@ -125,7 +125,12 @@ def document(inst: dg.DagsterInstance, import_id: str) -> dict:
 
 
 def all_import_ids(inst: dg.DagsterInstance) -> list[str]:
-    return list(inst.get_dynamic_partitions(imports_partitions.name))
+    """Every import: the partitions, and the purged ones whose partitions retention removed."""
+    ids = set(inst.get_dynamic_partitions(imports_partitions.name))
+    root = home.imports_dir()
+    if root.is_dir():
+        ids |= {p.name for p in root.iterdir() if (p / "purged.json").exists()}
+    return sorted(ids, key=lambda i: (len(i), i))
 
 
 # --- exports: runs of `export_job`, one partition per export ---------------------------------------

@@ -25,6 +25,7 @@ from mail_pipeline.options import ImportOptions, build
 from mail_pipeline.params import read_params
 from mail_pipeline.pipeline import Folder, content_bytes, preflight
 from mail_pipeline.preview import preview
+from mail_pipeline.retention import DEFAULT_DAYS, purged_at
 from mail_pipeline.times import parse_times
 
 def _runs():
@@ -257,6 +258,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
     folder = Folder.of(args.id)
     if not folder.path.is_dir():
         raise MailPipelineError(f"import {args.id} not found")
+    when = purged_at(folder.path)
+    if when:
+        raise MailPipelineError(f"import {args.id}: its logs were purged on {when} (logs are kept "
+                                f"{DEFAULT_DAYS} days after an import finishes, unless configured)")
     path = logs.log_path(folder.path, category)
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     if args.json:

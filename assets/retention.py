@@ -1,0 +1,48 @@
+"""The retention schedule (spec §4, §5): every night, purge the logs and working files of imports
+finished more than `days` ago (7 by default), and their partitions."""
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from assets.partitions import imports_partitions
+from mail_pipeline import home, retention
+
+
+class RetentionConfig(dg.Config):
+    days: int = retention.DEFAULT_DAYS  # purge imports finished more than this many days ago
+
+
+def _finished_at(instance: dg.DagsterInstance, import_id: str):
+    runs = instance.get_run_records(dg.RunsFilter(job_name="import_job",
+                                                  tags={"dagster/partition": import_id}), limit=1)
+    if not runs or not runs[0].dagster_run.is_finished or runs[0].end_time is None:
+        return None
+    return datetime.fromtimestamp(runs[0].end_time, timezone.utc)
+
+
+@dg.op
+def purge_old_imports(context: dg.OpExecutionContext, config: RetentionConfig) -> int:
+    """Purge what is due; it never touches the store, nor an import that has not finished."""
+    instance = context.instance
+    now = retention.utcnow()
+    ids = instance.get_dynamic_partitions(imports_partitions.name)
+    due = retention.due({i: _finished_at(instance, i) for i in ids}, config.days, now)
+    for import_id in due:
+        if retention.purge(home.import_dir(import_id), now):
+            context.log.info(f"import {import_id}: logs and working files purged")
+        instance.delete_dynamic_partition(imports_partitions.name, import_id)
+    previews = retention.purge_previews(config.days, now)
+    context.add_output_metadata({"imports_purged": len(due), "previews_purged": previews})
+    return len(due)
+
+
+@dg.job(executor_def=dg.in_process_executor,
+        description="Purge logs and working files of imports finished more than N days ago.")
+def retention_job():
+    purge_old_imports()
+
+
+retention_schedule = dg.ScheduleDefinition(
+    job=retention_job, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every night at 03:00: purge imports finished more than 7 days ago "
+                "(set `days` in the run config to change it).")

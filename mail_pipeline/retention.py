@@ -1,0 +1,58 @@
+"""Log retention (spec §4): an import's logs and working files are purged some days after it
+finished (7 by default, GreenArrow's figure). Its options, stats and a note of the purge stay, so
+the import document and the listing still show it; `imports logs` then says the logs are gone."""
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Optional
+
+from mail_pipeline import home
+from mail_pipeline.files import read_json, write_json
+
+DEFAULT_DAYS = 7
+# What a purged import keeps: enough for its document.
+_KEPT = {"import.json", "stats.json", "validation.json", "purged.json"}
+
+
+def purged_at(folder: Path) -> Optional[str]:
+    note = read_json(folder / "purged.json")
+    return note["purged_at"] if note else None
+
+
+def purge(folder: Path, now: datetime) -> bool:
+    """Remove an import's logs and working files; False if it was purged already."""
+    if purged_at(folder) or not folder.is_dir():
+        return False
+    # The note first: a purge cut short is finished by the next one, and never looks unpurged.
+    write_json(folder / "purged.json", {"purged_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    for path in folder.iterdir():
+        if path.name in _KEPT:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return True
+
+
+def due(finished_at: dict[str, Optional[datetime]], days: int, now: datetime) -> list[str]:
+    """The imports (id → when their last run finished, None if it has not) to purge now."""
+    cutoff = now - timedelta(days=days)
+    return sorted((i for i, when in finished_at.items() if when is not None and when < cutoff),
+                  key=lambda i: (len(i), i))
+
+
+def purge_previews(days: int, now: datetime) -> int:
+    """Dry runs' folders older than `days` go too."""
+    root = home.home() / "previews"
+    if not root.is_dir():
+        return 0
+    cutoff = (now - timedelta(days=days)).timestamp()
+    old = [p for p in root.iterdir() if p.is_dir() and p.stat().st_mtime < cutoff]
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(old)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
