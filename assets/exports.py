@@ -43,11 +43,8 @@ def named_export_asset(name: str, options: exports.ExportOptions) -> dg.AssetsDe
                           "table changes.")
     def _export(store: StoreResource) -> dg.MaterializeResult:
         path = named_exports.destination(name, options)
-        con = exports.connect(store.path())
-        try:
+        with exports.opened(store.path()) as con:
             written = exports.export(con, options, path)
-        finally:
-            con.close()
         return dg.MaterializeResult(metadata=_metadata(
             {"path": str(written.path), "rows": written.rows, "sha256": written.sha256,
              "size": written.size}))

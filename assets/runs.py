@@ -82,6 +82,8 @@ def state_of(run: dg.DagsterRun, import_id: str) -> str:
     folder = Folder.of(import_id)
     if (folder.path / "downloading").exists():
         return "downloading"
+    if (folder.path / "waiting").exists():
+        return "scheduled"  # waiting for the store, behind another import or export
     return "importing" if folder.progress.exists() or folder.valid.exists() else "splitting"
 
 

@@ -6,9 +6,10 @@ sees half an export. CSV text cells that a spreadsheet would run as a formula ge
 (`guard`), which an import strips again (`unguard`), so export → import → export is the identity.
 """
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import duckdb
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -152,12 +153,13 @@ def _sha256(path: Path) -> tuple[str, int]:
 
 # --- one export, as the `export` command and the export asset run it -----------------------------
 
-def connect(database: Path) -> duckdb.DuckDBPyConnection:
-    """The store for an export: waits while an import holds it, and keeps DuckDB to 512 MB so the
-    sort spills to disk instead of growing with the store (1.2M subscribers: 0.6 GB peak)."""
-    con = store.connect(database, memory_limit="512MB")
-    con.execute("SET preserve_insertion_order = false")  # ORDER BY still holds
-    return con
+@contextmanager
+def opened(database: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The store for an export: waits while an import writes, and keeps DuckDB to 512 MB so the
+    sort spills to disk instead of growing with the store (1.2M subscribers: 0.7 GB peak)."""
+    with store.writer(database, memory_limit="512MB") as con:
+        con.execute("SET preserve_insertion_order = false")  # ORDER BY still holds
+        yield con
 
 
 def destination(export_id: str, options: ExportOptions) -> Path:
@@ -181,11 +183,8 @@ def run_export(export_id: str, options: ExportOptions, database: Path) -> dict:
     folder = home.export_dir(export_id)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "export.json", {"options": options.model_dump()})
-    con = connect(database)
-    try:
+    with opened(database) as con:
         written = export(con, options, destination(export_id, options))
-    finally:
-        con.close()
     result = {"path": str(written.path), "rows": written.rows, "sha256": written.sha256,
               "size": written.size}
     write_json(folder / "result.json", result)

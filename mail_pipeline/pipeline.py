@@ -181,12 +181,27 @@ def merge_import(folder: Folder, database: Path,
     others = options.unsubscribe_others and summary["failed"] == 0
     if options.unsubscribe_others and not others:
         logs.append_log(folder.path, f"not unsubscribing others: {summary['failed']} rows failed")
-    con = store.empty() if dry_run and not database.exists() else store.connect(database)
-    try:
-        merge.merge(con, folder.import_id, valid, options, folder.outcomes, progress,
-                    unsubscribe_others=others, dry_run=dry_run)
-    finally:
-        con.close()
+    if dry_run and not database.exists():
+        con = store.empty()
+        try:
+            merge.merge(con, folder.import_id, valid, options, folder.outcomes, progress,
+                        unsubscribe_others=others, dry_run=True)
+        finally:
+            con.close()
+    else:
+        waiting = folder.path / "waiting"
+
+        def wait() -> None:  # the import is `scheduled` until the store is its
+            waiting.touch()
+            logs.append_log(folder.path, "waiting for another import or export to finish")
+
+        try:
+            with store.writer(database, on_wait=wait) as con:
+                waiting.unlink(missing_ok=True)
+                merge.merge(con, folder.import_id, valid, options, folder.outcomes, progress,
+                            unsubscribe_others=others, dry_run=dry_run)
+        finally:
+            waiting.unlink(missing_ok=True)
     if dry_run:
         logs.append_log(folder.path, "dry run: every batch rolled back, the store is unchanged")
     counts = dict(merge.outcomes(folder.outcomes)["category"].value_counts().iter_rows())

@@ -3,8 +3,11 @@
 DuckDB lets one process write a file at a time, so every writer goes through `connect`, which
 waits for a lock held by another process instead of failing at once.
 """
+import fcntl
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator, Optional
 
 import duckdb
 
@@ -76,6 +79,27 @@ def empty() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute(SCHEMA)
     return con
+
+
+@contextmanager
+def writer(path: Path, memory_limit: str = "2GB",
+           on_wait: Optional[Callable[[], None]] = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The store, for one writer at a time across every process, however its run was launched
+    (the queue's pool covers runs the daemon starts; a command-line run in its own process is
+    held here instead). Waits as long as another writer works, calling `on_wait` first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".writer.lock"), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait:
+                on_wait()
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released by the OS if the holder dies
+        con = connect(path, memory_limit=memory_limit)
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 def connect(path: Path, wait_seconds: float = 600.0, memory_limit: str = "2GB") -> duckdb.DuckDBPyConnection:

@@ -87,3 +87,28 @@ def test_an_idempotency_key_is_bound_once_even_under_a_race(mail_home):
         results = list(pool.map(lambda i: home.claim_key("same", i), ids))
     winners = [i for i, existing in zip(ids, results) if existing is None]
     assert len(winners) == 1 and all(r in (None, winners[0]) for r in results)
+
+
+def test_an_import_waits_as_scheduled_while_another_writer_holds_the_store(mail_home, write_csv):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from mail_pipeline import home, store
+    env = dict(os.environ, MAIL_PIPELINE_HOME=str(mail_home))
+    env.pop("DAGSTER_HOME", None)
+    path = write_csv("email\nann@example.com\n")
+    with store.writer(home.database_path()):  # another import or export is writing
+        proc = subprocess.Popen([sys.executable, "-m", "mail_pipeline.cli", "import", str(path), "--json"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline, state = time.monotonic() + 120, None
+        while time.monotonic() < deadline and state != "scheduled":
+            time.sleep(0.5)
+            shown = cli("imports", "show", "1", "--json", home=mail_home)
+            state = json.loads(shown.stdout)["state"] if shown.returncode == 0 else None
+        assert state == "scheduled"
+        assert proc.poll() is None  # still waiting, not failed
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["stats"]["subscribers"]["added"] == 1
