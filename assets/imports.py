@@ -1,5 +1,6 @@
 """The import assets, one partition per import: raw file → validated frame → subscribers → logs."""
 from contextlib import contextmanager
+from typing import Optional
 from pathlib import Path
 
 import dagster as dg
@@ -7,17 +8,23 @@ import dagster as dg
 from assets.config import ImportConfig
 from assets.partitions import imports_partitions
 from assets.resources import StoreResource
-from mail_pipeline import logs, pipeline
+from mail_pipeline import control, logs, pipeline
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.home import POOL
 from mail_pipeline.options import build
 
 
 @contextmanager
-def reported(import_id: str):
+def reported(import_id: str, run_id: Optional[str] = None):
     """A user's mistake fails the step with its one plain sentence, which the run keeps for the
-    import document, and adds it to the import's log."""
+    import document, and adds it to the import's log. Each stage first notes the run's process
+    and honours a pause or cancel asked for in the meantime."""
     try:
+        if run_id is not None:
+            folder = pipeline.Folder.of(import_id)
+            folder.path.mkdir(parents=True, exist_ok=True)
+            control.register(folder.path, run_id)
+            control.check(folder.path)
         yield
     except MailPipelineError as exc:
         try:
@@ -42,7 +49,7 @@ def _failed_preview(folder: pipeline.Folder) -> dg.MetadataValue:
 def raw_file(context: dg.AssetExecutionContext, config: ImportConfig) -> dg.MaterializeResult:
     """The source, copied into the import's folder as UTF-8 CSV (a ZIP gives its first CSV).
     Its `row_count` counts lines after the header; `validated_frame` counts parsed records."""
-    with reported(context.partition_key):
+    with reported(context.partition_key, context.run_id):
         options = build(config.model_dump())
         staged = pipeline.stage_raw(pipeline.Folder.of(context.partition_key), options)
     return dg.MaterializeResult(metadata={
@@ -55,7 +62,7 @@ def raw_file(context: dg.AssetExecutionContext, config: ImportConfig) -> dg.Mate
           kinds={"polars", "parquet"})
 def validated_frame(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Rows read, mapped, checked (Pandera) and deduplicated; failures and duplicates routed."""
-    with reported(context.partition_key):
+    with reported(context.partition_key, context.run_id):
         summary = pipeline.validate_import(pipeline.Folder.of(context.partition_key))
     return dg.MaterializeResult(metadata={
         "number_of_records": summary["number_of_records"], "valid": summary["valid"],
@@ -73,7 +80,7 @@ def subscribers(context: dg.AssetExecutionContext, store: StoreResource) -> dg.M
     def progress(p) -> None:
         context.log.info(f"import {import_id}: committed batch {p.batch}/{p.batches} ({p.rows_done} rows)")
 
-    with reported(import_id):
+    with reported(import_id, context.run_id):
         counts = pipeline.merge_import(pipeline.Folder.of(import_id), store.path(), progress)
     return dg.MaterializeResult(metadata={
         "import_id": import_id, "database": dg.MetadataValue.path(str(store.path())),

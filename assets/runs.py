@@ -12,7 +12,7 @@ import dagster as dg
 from assets.definitions import defs
 from assets.exports import exports_partitions
 from assets.partitions import imports_partitions
-from mail_pipeline import home
+from mail_pipeline import control, home
 from mail_pipeline.document import import_document
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.exports import ExportOptions, export_document
@@ -76,10 +76,15 @@ def _iso(timestamp: Optional[float]) -> Optional[str]:
 
 
 def state_of(run: dg.DagsterRun, import_id: str) -> str:
-    """The import's state from its run and, while it runs, the stage it is in."""
+    """The import's state from its run and, while it runs, the stage it is in; a run stopped
+    on a pause or cancel request (or terminated from the UI) is paused or cancelled."""
+    folder = Folder.of(import_id)
+    if run.is_finished and run.status != dg.DagsterRunStatus.SUCCESS:
+        asked = control.requested(folder.path)
+        if asked:
+            return "paused" if asked == "pause" else "cancelled"
     if run.status in _STATES:
         return _STATES[run.status]
-    folder = Folder.of(import_id)
     if (folder.path / "downloading").exists():
         return "downloading"
     if (folder.path / "waiting").exists():
@@ -107,6 +112,7 @@ def failure_message(inst: dg.DagsterInstance, run_id: str) -> Optional[str]:
 
 def document(inst: dg.DagsterInstance, import_id: str) -> dict:
     """The import document of one import."""
+    _settle(inst, import_id)
     runs = runs_of(inst, import_id)
     if not runs:
         if not Folder.of(import_id).path.is_dir():
@@ -167,3 +173,52 @@ def export_doc(inst: dg.DagsterInstance, export_id: str) -> dict:
         export_id, state, created_at=_iso(record.create_timestamp.timestamp()),
         finished_at=_iso(record.end_time) if run.is_finished else None, run_id=run.run_id,
         error_message=failure_message(inst, run.run_id) if state == "failed" else None)
+
+
+# --- pause, cancel, resume (GreenArrow) ------------------------------------------------------------
+
+_WAITING = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED)
+_RUNNING = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)
+
+
+def _settle(inst: dg.DagsterInstance, import_id: str) -> Optional[dg.DagsterRun]:
+    """The import's last run; one whose process died (killed, machine restarted) is marked
+    failed here, since nothing else will."""
+    runs = runs_of(inst, import_id)
+    if not runs:
+        return None
+    run = runs[0]
+    if run.status in _RUNNING and not control.is_alive(Folder.of(import_id).path, run.run_id):
+        inst.report_run_failed(run, message="the process running this import is gone (killed?)")
+        run = inst.get_run_by_id(run.run_id)
+    return run
+
+
+def stop(inst: dg.DagsterInstance, import_id: str, what: str) -> dict:
+    """Ask the import to pause or cancel: it stops after the batch in progress (a queued run
+    is withdrawn at once). Finished imports cannot be stopped; a paused one can be cancelled."""
+    folder = Folder.of(import_id)
+    run = _settle(inst, import_id)
+    state = document(inst, import_id)["state"]
+    verb = {"pause": "paused", "cancel": "cancelled"}[what]
+    if run is None or state in ("finished", "failed", "cancelled") or (state == "paused" and what == "pause"):
+        raise MailPipelineError(f"import {import_id} is {state}: it cannot be {verb}")
+    control.request(folder.path, what)
+    if run.status in _WAITING:
+        inst.run_coordinator.cancel_run(run.run_id)
+    return document(inst, import_id)
+
+
+def resume(inst: dg.DagsterInstance, import_id: str) -> dg.ExecuteInProcessResult:
+    """Run a paused or interrupted import again, in this process, as a re-execution linked to the
+    first run; its committed batches are skipped, so no row is applied twice."""
+    run = _settle(inst, import_id)
+    state = document(inst, import_id)["state"] if run else "draft"
+    if state not in ("paused", "failed"):
+        raise MailPipelineError(f"import {import_id} is {state}: only a paused or failed import resumes")
+    control.clear(Folder.of(import_id).path)
+    job = defs.resolve_job_def(JOB)
+    tags = {"mail_pipeline/kind": "import", "dagster/parent_run_id": run.run_id,
+            "dagster/root_run_id": run.root_run_id or run.run_id}
+    return job.execute_in_process(run_config=run.run_config, instance=inst, partition_key=import_id,
+                                  raise_on_error=False, tags=tags)

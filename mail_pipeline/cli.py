@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Union
 
-from mail_pipeline import download, home, logs
+from mail_pipeline import control, download, home, logs
 from mail_pipeline.document import listing
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.exports import build_export
@@ -162,20 +162,47 @@ def cmd_import(args: argparse.Namespace) -> int:
         if not args.json:
             _say(f"import {import_id}: already created with this idempotency key")
         return _finish(runs.document(inst, import_id), args.json)
+    _follow(import_id, args.json, lambda: runs.execute_import(inst, import_id, options))
+    return _finish(runs.document(inst, import_id), args.json)
+
+
+def _follow(import_id: str, as_json: bool, run) -> None:
+    """Run the import in this process, showing progress on stderr. Ctrl-C pauses it: the batch
+    in progress rolls back, and `imports resume` carries on from there."""
     done = threading.Event()
-    if not args.json:
+    if not as_json:
         _say(f"import {import_id}: started")
         threading.Thread(target=_watch, args=(import_id, done), daemon=True).start()
     try:
-        runs.execute_import(inst, import_id, options)
+        run()
+    except KeyboardInterrupt:
+        control.request(Folder.of(import_id).path, "pause")
+        _say(f"import {import_id}: paused; resume with: mail-pipeline imports resume {import_id}")
     finally:
         done.set()
-    return _finish(runs.document(inst, import_id), args.json)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    runs = _runs()
+    document = runs.stop(runs.instance(), args.id, args.what)
+    if not args.json:
+        _say(f"import {args.id}: {args.what} requested; it stops after the batch in progress")
+    _print_document(document, args.json)
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    runs = _runs()
+    inst = runs.instance()
+    _follow(args.id, args.json, lambda: runs.resume(inst, args.id))
+    return _finish(runs.document(inst, args.id), args.json)
 
 
 def _finish(document: dict, as_json: bool) -> int:
     """Print the import document; the exit code says whether the import failed."""
     _print_document(document, as_json)
+    if document["state"] == "paused":
+        return 1  # (how to resume was said when it paused)
     if document["state"] in ("failed", "cancelled"):
         _say(f"error: import {document['id']} {document['state']}: "
              f"{document['error_message'] or 'see its log'}")
@@ -353,6 +380,16 @@ def parser() -> argparse.ArgumentParser:
     log.add_argument("id")
     log.add_argument("category", nargs="?")
     log.set_defaults(func=cmd_logs)
+    controls = []
+    for what, text in (("pause", "pause an import after its current batch"),
+                       ("cancel", "cancel an import for good after its current batch")):
+        control_parser = isub.add_parser(what, help=text)
+        control_parser.add_argument("id")
+        control_parser.set_defaults(func=cmd_stop, what=what)
+        controls.append(control_parser)
+    res = isub.add_parser("resume", help="carry on with a paused or interrupted import")
+    res.add_argument("id")
+    res.set_defaults(func=cmd_resume)
 
     exp = sub.add_parser("export", help="export subscribers as CSV, JSON Lines or Parquet")
     exp.add_argument("--list", action="append", help="subscribed to this list (repeatable: any of them)")
@@ -372,7 +409,7 @@ def parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)
 
-    for p in (imp, imps, show, log, exp, ui):
+    for p in (imp, imps, show, log, *controls, res, exp, ui):
         # SUPPRESS: a sub-command's unset flag must not hide `imports --json show 1`.
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                        help="print one JSON document on stdout")

@@ -13,7 +13,8 @@ from typing import Callable, Optional
 
 import polars as pl
 
-from mail_pipeline import download, home, logs, mapping, merge, reading, staging, store, validation
+from mail_pipeline import (control, download, home, logs, mapping, merge, reading, staging, store,
+                           validation)
 from mail_pipeline.files import read_json, replacing, write_json
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.options import ImportOptions, build
@@ -176,6 +177,8 @@ def merge_import(folder: Folder, database: Path,
         logs.append_log(folder.path, f"{verb} batch {p.batch}/{p.batches} ({p.rows_done} rows)")
         if on_progress:
             on_progress(p)
+        if not dry_run and p.batch < p.batches:
+            control.check(folder.path)  # a pause or cancel stops between batches
 
     # Mailcoach: subscribers absent from the file are unsubscribed only if no row failed.
     others = options.unsubscribe_others and summary["failed"] == 0

@@ -1,0 +1,64 @@
+"""Pause and cancel (GreenArrow), and knowing whether a run is still alive.
+
+A request is a file in the import's folder, `control.json`, so it reaches the import however
+its run was launched (command line, UI, sensor, daemon). The stages look at it between batches
+and at each stage's start: the batch in progress commits or rolls back whole, then the run
+stops. A paused import resumes (a new run of the same import, which skips committed batches);
+a cancelled one is done for good.
+"""
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.files import read_json, write_json
+
+REQUESTS = ("pause", "cancel")
+
+
+class Stopped(MailPipelineError):
+    """The run stopped on a pause or cancel request."""
+
+
+def request(folder: Path, what: str) -> None:
+    assert what in REQUESTS
+    write_json(folder / "control.json", {"request": what,
+                                         "at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+
+
+def requested(folder: Path) -> Optional[str]:
+    note = read_json(folder / "control.json")
+    return note["request"] if note else None
+
+
+def clear(folder: Path) -> None:
+    (folder / "control.json").unlink(missing_ok=True)
+
+
+def check(folder: Path) -> None:
+    """Stop here if a pause or a cancel was asked for."""
+    what = requested(folder)
+    if what == "pause":
+        raise Stopped(f"paused on request; resume with: mail-pipeline imports resume {folder.name}")
+    if what == "cancel":
+        raise Stopped("cancelled on request")
+
+
+def register(folder: Path, run_id: str) -> None:
+    """Note which process runs the import now, so a killed run can be told from a slow one."""
+    write_json(folder / "run.json", {"run_id": run_id, "pid": os.getpid()})
+
+
+def is_alive(folder: Path, run_id: str) -> bool:
+    """Whether the process noted for `run_id` still exists (unknown counts as alive)."""
+    note = read_json(folder / "run.json")
+    if not note or note.get("run_id") != run_id:
+        return True
+    try:
+        os.kill(note["pid"], 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True

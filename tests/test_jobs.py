@@ -1,0 +1,106 @@
+"""Imports as jobs: pause, cancel and resume through real runs, and a killed import that resumes
+to exactly the store an uninterrupted one gives."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mail_pipeline import home
+from tests.helpers import cli, query
+
+
+def _big_csv(path, rows: int = 20000):
+    lines = ["email,name"] + [f"user{i}@example.com,User {i}" for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _start(mail_home, *args):
+    env = dict(os.environ, MAIL_PIPELINE_HOME=str(mail_home))
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.Popen([sys.executable, "-m", "mail_pipeline.cli", "import", *map(str, args), "--json"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_batches(mail_home, n: int, proc, timeout: float = 120):
+    progress = home.import_dir("1") / "progress.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if progress.exists():
+            try:
+                if json.loads(progress.read_text())["batch"] >= n:
+                    return
+            except ValueError:
+                pass
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise AssertionError("no progress")
+
+
+def _store():
+    return (query("SELECT email, name, status, attributes, tags FROM subscribers ORDER BY email"),
+            query("SELECT email, list, status FROM subscriptions ORDER BY email, list"))
+
+
+@pytest.fixture
+def params(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"lists": ["news"], "batch_size": 200}))  # 100 batches
+    return path
+
+
+def test_a_killed_import_resumes_to_exactly_the_uninterrupted_result(mail_home, tmp_path, params, monkeypatch):
+    source = _big_csv(tmp_path / "big.csv")
+    proc = _start(mail_home, source, "--params", params)
+    _wait_for_batches(mail_home, 3, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    shown = json.loads(cli("imports", "show", "1", "--json", home=mail_home).stdout)
+    assert shown["state"] == "failed"  # its process is gone
+    done_before = query("SELECT count(*) FROM import_batches")[0][0]
+    assert 3 <= done_before < 100
+    resumed = cli("imports", "resume", "1", "--json", home=mail_home)
+    assert resumed.returncode == 0, resumed.stderr
+    document = json.loads(resumed.stdout)
+    assert document["state"] == "finished" and document["id"] == "1"
+    assert document["stats"]["subscribers"]["added"] == 20000
+    assert query("SELECT count(*), count(DISTINCT batch) FROM import_batches") == [(100, 100)]
+    interrupted = _store()
+    monkeypatch.setenv("MAIL_PIPELINE_HOME", str(tmp_path / "other"))
+    other = tmp_path / "other"
+    result = cli("import", str(source), "--params", str(params), "--json", home=other)
+    assert result.returncode == 0, result.stderr
+    assert _store() == interrupted
+
+
+def test_pause_then_resume_and_cancel_is_final(mail_home, tmp_path, params):
+    source = _big_csv(tmp_path / "big.csv")
+    proc = _start(mail_home, source, "--params", params)
+    _wait_for_batches(mail_home, 2, proc)
+    paused = cli("imports", "pause", "1", "--json", home=mail_home)
+    assert paused.returncode == 0, paused.stderr
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and json.loads(out)["state"] == "paused"
+    assert query("SELECT count(*) FROM import_batches")[0][0] < 100
+    again = cli("imports", "pause", "1", home=mail_home)
+    assert again.returncode == 2 and "is paused: it cannot be paused" in again.stderr
+    resumed = cli("imports", "resume", "1", "--json", home=mail_home)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["stats"]["subscribers"]["added"] == 20000
+    # A finished import can be neither paused nor cancelled; a cancelled one does not resume.
+    refused = cli("imports", "cancel", "1", home=mail_home)
+    assert refused.returncode == 2 and "is finished: it cannot be cancelled" in refused.stderr
+    proc = _start(mail_home, _big_csv(tmp_path / "other.csv", 20000).as_posix().replace("other", "other"),
+                  "--params", params, "--list", "offers")
+    deadline = time.monotonic() + 60
+    while not (home.import_dir("2") / "progress.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cli("imports", "cancel", "2", home=mail_home).returncode == 0
+    out, _ = proc.communicate(timeout=120)
+    assert json.loads(out)["state"] == "cancelled"
+    final = cli("imports", "resume", "2", home=mail_home)
+    assert final.returncode == 2 and "is cancelled: only a paused or failed import resumes" in final.stderr
