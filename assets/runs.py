@@ -15,6 +15,7 @@ from assets.partitions import imports_partitions
 from mail_pipeline import control, home
 from mail_pipeline.document import import_document
 from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.files import write_json
 from mail_pipeline.exports import ExportOptions, export_document
 from mail_pipeline.options import ImportOptions
 from mail_pipeline.pipeline import Folder
@@ -55,6 +56,7 @@ def create_import(inst: dg.DagsterInstance, idempotency_key: Optional[str] = Non
 
 def execute_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptions) -> dg.ExecuteInProcessResult:
     """Run the import in this process; the run is recorded in the instance like any other."""
+    note_request(import_id, options)
     job = defs.resolve_job_def(JOB)
     # The run's events, errors included, go to the instance (the UI shows them); the terminal
     # shows our progress and, on failure, the one-line error of the import document.
@@ -222,3 +224,32 @@ def resume(inst: dg.DagsterInstance, import_id: str) -> dg.ExecuteInProcessResul
             "dagster/root_run_id": run.root_run_id or run.run_id}
     return job.execute_in_process(run_config=run.run_config, instance=inst, partition_key=import_id,
                                   raise_on_error=False, tags=tags)
+
+
+def note_request(import_id: str, options: ImportOptions) -> None:
+    """What the import was asked to do, shown by its document until its file is staged."""
+    write_json(Folder.of(import_id).path / "requested.json",
+               {"options": options.model_dump(), "origin": options.source})
+
+
+def submit_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptions,
+                  tags: Optional[dict] = None) -> str:
+    """Queue the import as a run for the daemon (`mail-pipeline ui`) to start, like the UI's
+    launchpad does, and return its run id. It goes through the instance's run queue, so the
+    store's pool holds it back while another import or export runs."""
+    import json
+    import subprocess
+    import sys
+    import uuid
+    note_request(import_id, options)
+    run_id = str(uuid.uuid4())
+    command = [sys.executable, "-m", "dagster", "job", "launch", "-m", "assets.definitions",
+               "-j", JOB, "--run-id", run_id, "--config-json", json.dumps(run_config(options)),
+               "--tags", json.dumps({PARTITION_TAG: import_id, "mail_pipeline/kind": "import",
+                                     **(tags or {})})]
+    env = dict(os.environ, DAGSTER_HOME=str(home.dagster_home()))
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0 or inst.get_run_by_id(run_id) is None:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        raise MailPipelineError(f"the import could not be queued: {lines[-1] if lines else 'no reason given'}")
+    return run_id

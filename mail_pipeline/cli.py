@@ -162,6 +162,12 @@ def cmd_import(args: argparse.Namespace) -> int:
         if not args.json:
             _say(f"import {import_id}: already created with this idempotency key")
         return _finish(runs.document(inst, import_id), args.json)
+    if args.detach:
+        runs.submit_import(inst, import_id, options)
+        if not args.json:
+            _say(f"import {import_id}: queued; the Dagster daemon starts it (mail-pipeline ui)")
+        _print_document(runs.document(inst, import_id), args.json)
+        return 0
     _follow(import_id, args.json, lambda: runs.execute_import(inst, import_id, options))
     return _finish(runs.document(inst, import_id), args.json)
 
@@ -362,6 +368,8 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--idempotency-key", help="the same key returns the existing import")
     imp.add_argument("--params", help="JSON body of a listmonk, GreenArrow, Mailcoach or Mailrith "
                      "import, or the canonical options (the launchpad's config)")
+    imp.add_argument("--detach", action="store_true",
+                     help="only queue the import; the Dagster daemon (mail-pipeline ui) runs it")
     imp.add_argument("--dry-run", action="store_true",
                      help="run every stage but the write; print the document and the logs")
     imp.set_defaults(func=cmd_import)

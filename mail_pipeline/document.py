@@ -16,7 +16,8 @@ def import_document(import_id: str, state: str, *, created_at: Optional[str], be
                     error_message: Optional[str] = None, folder: Optional[Folder] = None) -> dict:
     """Everything a user asks about an import, from whatever its stages have written so far."""
     folder = folder or Folder.of(import_id)
-    saved = read_json(folder.options, {}) or {}
+    # Once staged, the options it runs with; before that, the ones it was asked to run with.
+    saved = read_json(folder.options) or read_json(folder.path / "requested.json") or {}
     options = saved.get("options", {})
     stats = read_json(folder.stats)
     if stats is None:

@@ -1,0 +1,90 @@
+"""End to end through the real webserver and daemon (`mail-pipeline ui` on loopback), followed
+with Dagster's GraphQL client: a queued (`--detach`) import and a file dropped into the inbox
+both run to `finished`."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from dagster_graphql import DagsterGraphQLClient
+
+from tests.helpers import cli
+
+SAMPLE = os.path.join(os.path.dirname(__file__), "..", "samples", "subscribers.csv")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ui(mail_home):
+    port = _free_port()
+    env = dict(os.environ, MAIL_PIPELINE_HOME=str(mail_home))
+    env.pop("DAGSTER_HOME", None)
+    proc = subprocess.Popen([sys.executable, "-m", "mail_pipeline.cli", "ui", "--port", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            client._execute("{ version }")
+            break
+        except Exception:
+            assert proc.poll() is None, "the UI stopped"
+            time.sleep(1)
+    else:
+        raise AssertionError("the UI did not come up")
+    yield client
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _until_success(client, run_id: str, timeout: float = 180) -> None:
+    from dagster import DagsterRunStatus
+    deadline = time.monotonic() + timeout
+    status = None
+    while time.monotonic() < deadline:
+        status = client.get_run_status(run_id)
+        if status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+            break
+        time.sleep(1)
+    assert status == DagsterRunStatus.SUCCESS, status
+
+
+def test_queued_and_dropped_imports_run_under_the_daemon(ui, mail_home):
+    queued = cli("import", SAMPLE, "--list", "newsletter", "--detach", "--json", home=mail_home)
+    assert queued.returncode == 0, queued.stderr
+    document = json.loads(queued.stdout)
+    assert document["state"] == "scheduled" and document["lists"] == ["newsletter"]
+    _until_success(ui, document["run_id"])
+    shown = json.loads(cli("imports", "show", document["id"], "--json", home=mail_home).stdout)
+    assert shown["state"] == "finished" and shown["stats"]["subscribers"]["added"] == 4
+
+    inbox = mail_home / "inbox" / "vip"
+    inbox.mkdir(parents=True)
+    dropped = inbox / "drop.csv"
+    dropped.write_text("email\nnew@example.com\n")
+    past = time.time() - 60
+    os.utime(dropped, (past, past))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        listing = json.loads(cli("imports", "--scope", "all", "--json", home=mail_home).stdout)
+        second = [d for d in listing["data"] if d["id"] != document["id"] and d["run_id"]]
+        if second:
+            break
+        time.sleep(2)
+    assert second, "the sensor made no import"
+    _until_success(ui, second[0]["run_id"])
+    shown = json.loads(cli("imports", "show", second[0]["id"], "--json", home=mail_home).stdout)
+    assert shown["state"] == "finished" and shown["lists"] == ["vip"]
