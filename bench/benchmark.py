@@ -55,7 +55,7 @@ def child_import(source: str, lists: list[str]) -> None:
 
     inst = runs.instance()
     started = time.perf_counter()
-    import_id = runs.create_import(inst)
+    import_id, _ = runs.create_import(inst)
     result = runs.execute_import(inst, import_id, build({"source": source, "lists": lists}))
     document = runs.document(inst, import_id)
     seconds = time.perf_counter() - started
