@@ -5,14 +5,14 @@ from assets.exports import export_job, exports_automation, named_exports_assets,
 from assets.imports import import_job, import_logs, raw_file, subscribers, validated_frame
 from assets.resources import StoreResource
 from assets.retention import retention_job, retention_schedule
-from assets.sensors import inbox_sensor
+from assets.sensors import inbox_sensor, scheduled_imports
 
 defs = dg.Definitions(
     assets=[raw_file, validated_frame, subscribers, import_logs, subscriber_export,
             *named_exports_assets],
     jobs=[import_job, export_job, retention_job],
     schedules=[retention_schedule],
-    sensors=[inbox_sensor, *([exports_automation] if named_exports_assets else [])],
+    sensors=[inbox_sensor, scheduled_imports, *([exports_automation] if named_exports_assets else [])],
     resources={"store": StoreResource()},
     # In process: the multiprocess executor costs seconds per step, and every job here is short.
     executor=dg.in_process_executor,

@@ -49,7 +49,7 @@ def _failed_preview(folder: pipeline.Folder) -> dg.MetadataValue:
 def raw_file(context: dg.AssetExecutionContext, config: ImportConfig) -> dg.MaterializeResult:
     """The source, copied into the import's folder as UTF-8 CSV (a ZIP gives its first CSV).
     Its `row_count` counts lines after the header; `validated_frame` counts parsed records."""
-    with reported(context.partition_key, context.run_id):
+    with reported(context.partition_key, context.run.run_id):
         options = build(config.model_dump())
         staged = pipeline.stage_raw(pipeline.Folder.of(context.partition_key), options)
     return dg.MaterializeResult(metadata={
@@ -62,7 +62,7 @@ def raw_file(context: dg.AssetExecutionContext, config: ImportConfig) -> dg.Mate
           kinds={"polars", "parquet"})
 def validated_frame(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Rows read, mapped, checked (Pandera) and deduplicated; failures and duplicates routed."""
-    with reported(context.partition_key, context.run_id):
+    with reported(context.partition_key, context.run.run_id):
         summary = pipeline.validate_import(pipeline.Folder.of(context.partition_key))
     return dg.MaterializeResult(metadata={
         "number_of_records": summary["number_of_records"], "valid": summary["valid"],
@@ -80,7 +80,7 @@ def subscribers(context: dg.AssetExecutionContext, store: StoreResource) -> dg.M
     def progress(p) -> None:
         context.log.info(f"import {import_id}: committed batch {p.batch}/{p.batches} ({p.rows_done} rows)")
 
-    with reported(import_id, context.run_id):
+    with reported(import_id, context.run.run_id):
         counts = pipeline.merge_import(pipeline.Folder.of(import_id), store.path(), progress)
     return dg.MaterializeResult(metadata={
         "import_id": import_id, "database": dg.MetadataValue.path(str(store.path())),

@@ -12,7 +12,7 @@ import dagster as dg
 from assets.definitions import defs
 from assets.exports import exports_partitions
 from assets.partitions import imports_partitions
-from mail_pipeline import control, home
+from mail_pipeline import control, home, pending
 from mail_pipeline.document import import_document
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.files import write_json
@@ -117,10 +117,13 @@ def document(inst: dg.DagsterInstance, import_id: str) -> dict:
     _settle(inst, import_id)
     runs = runs_of(inst, import_id)
     if not runs:
-        if not Folder.of(import_id).path.is_dir():
+        folder = Folder.of(import_id).path
+        if not folder.is_dir():
             raise MailPipelineError(f"import {import_id} not found")
-        return import_document(import_id, "draft", created_at=None, begins_at=None,
-                               finished_at=None, run_id=None)
+        note = pending.pending(folder) or {"kind": "draft"}
+        created = _iso(folder.stat().st_ctime)
+        return import_document(import_id, note["kind"], created_at=created,
+                               begins_at=note.get("begins_at"), finished_at=None, run_id=None)
     run = runs[0]
     record = inst.get_run_record_by_id(run.run_id)
     first = inst.get_run_record_by_id(runs[-1].run_id)

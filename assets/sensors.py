@@ -1,10 +1,13 @@
 """The file-drop sensor (spec §5). It only looks at files and the instance: it never opens the
 store, so it never waits on an import's lock."""
+from datetime import datetime, timezone
+
 import dagster as dg
 
 from assets.imports import import_job
 from assets.partitions import imports_partitions
-from mail_pipeline import home, inbox
+from mail_pipeline import home, inbox, pending
+from mail_pipeline.files import read_json
 from mail_pipeline.errors import MailPipelineError
 
 
@@ -45,3 +48,21 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
 def _has_run(instance: dg.DagsterInstance, import_id: str) -> bool:
     return instance.get_runs_count(dg.RunsFilter(job_name=import_job.name,
                                                  tags={"dagster/partition": import_id})) > 0
+
+
+@dg.sensor(job=import_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Starts scheduled imports (--at, GreenArrow begins_at) when their time comes.")
+def scheduled_imports(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    now = datetime.now(timezone.utc)
+    requests = []
+    root = home.imports_dir()
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not pending.due(folder, now) or _has_run(context.instance, folder.name):
+            continue
+        requested = read_json(folder / "requested.json") or {}
+        requests.append(dg.RunRequest(
+            run_key=f"scheduled:{folder.name}", partition_key=folder.name,
+            run_config={"ops": {"raw_file": {"config": requested.get("options", {})}}},
+            tags={"mail_pipeline/kind": "import"}))
+        context.log.info(f"import {folder.name}: its time has come")
+    return dg.SensorResult(run_requests=requests)

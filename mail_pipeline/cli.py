@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Union
 
-from mail_pipeline import control, download, home, logs
+from mail_pipeline import control, download, home, logs, pending
 from mail_pipeline.document import listing
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.exports import build_export
@@ -26,7 +27,6 @@ from mail_pipeline.params import read_params
 from mail_pipeline.pipeline import Folder, content_bytes, preflight
 from mail_pipeline.preview import preview
 from mail_pipeline.retention import DEFAULT_DAYS, purged_at
-from mail_pipeline.times import parse_times
 
 def _runs():
     warnings.filterwarnings("ignore")  # Dagster's beta/deprecation notices are not for end users
@@ -54,7 +54,7 @@ def _options(args: argparse.Namespace) -> ImportOptions:
         "idempotency_key": args.idempotency_key, "subscriber_limit": args.subscriber_limit,
         "subscribe_unsubscribed": True if args.subscribe_unsubscribed else None,
         "unsubscribe_others": True if args.unsubscribe_others else None,
-        "replace_tags": True if args.replace_tags else None,
+        "replace_tags": True if args.replace_tags else None, "begins_at": args.at,
     }
     fields.update({k: v for k, v in flags.items() if v is not None})
     if args.source:  # a source on the line wins over inline CSV text in the params file
@@ -107,20 +107,6 @@ def _watch(import_id: str, done: threading.Event) -> None:
             last = line
 
 
-def check_begins_at(options: ImportOptions) -> None:
-    """GreenArrow's `begins_at`: "now" or a past time runs now; a later time would schedule the
-    import, which `--at` is to do (not built yet), so it is refused rather than run early."""
-    if options.begins_at in (None, "", "now"):
-        return
-    import polars as pl
-    [when] = pl.select(parse_times(pl.lit(options.begins_at), options.date_format)).to_series().to_list()
-    if when is None:
-        raise MailPipelineError(f"invalid begins_at {options.begins_at!r}: expected 'now' or a time")
-    if when > datetime.now(timezone.utc):
-        raise MailPipelineError(f"begins_at {options.begins_at!r} is in the future: scheduled "
-                                "imports are not supported yet")
-
-
 def _source(args: argparse.Namespace, options: ImportOptions) -> tuple[Union[Path, str], bool]:
     """The file to import, and whether it is a spooled copy (stdin or inline CSV text)."""
     source = args.source or options.source
@@ -138,7 +124,11 @@ def _source(args: argparse.Namespace, options: ImportOptions) -> tuple[Union[Pat
 
 def cmd_import(args: argparse.Namespace) -> int:
     options = _options(args)
-    check_begins_at(options)
+    when = pending.parse_when(options.begins_at, options.date_format) if options.begins_at else None
+    later = when is not None and when > datetime.now(timezone.utc)
+    if (later or args.draft) and (args.dry_run or args.detach):
+        raise MailPipelineError("--at and --draft create the import without running it: "
+                                "leave out --dry-run and --detach")
     path, spooled = _source(args, options)
     options = options.model_copy(update={"source": str(path), "content": None})
     try:
@@ -162,6 +152,22 @@ def cmd_import(args: argparse.Namespace) -> int:
         if not args.json:
             _say(f"import {import_id}: already created with this idempotency key")
         return _finish(runs.document(inst, import_id), args.json)
+    folder = Folder.of(import_id).path
+    if args.draft:  # Mailcoach: created now, rows appended, started later
+        options = pending.draft(folder, Path(path), options)
+        runs.note_request(import_id, options)
+        if not args.json:
+            _say(f"import {import_id}: draft; add rows with 'imports append {import_id} FILE', "
+                 f"run it with 'imports start {import_id}'")
+        _print_document(runs.document(inst, import_id), args.json)
+        return 0
+    if later:  # GreenArrow's begins_at: the daemon's scheduled_imports sensor starts it
+        runs.note_request(import_id, options)
+        pending.schedule(folder, when)
+        if not args.json:
+            _say(f"import {import_id}: scheduled for {when:%Y-%m-%d %H:%M:%S} UTC (mail-pipeline ui starts it)")
+        _print_document(runs.document(inst, import_id), args.json)
+        return 0
     if args.detach:
         runs.submit_import(inst, import_id, options)
         if not args.json:
@@ -195,6 +201,29 @@ def cmd_stop(args: argparse.Namespace) -> int:
         _say(f"import {args.id}: {args.what} requested; it stops after the batch in progress")
     _print_document(document, args.json)
     return 0
+
+
+def cmd_append(args: argparse.Namespace) -> int:
+    runs = _runs()
+    added = pending.append(Folder.of(args.id).path, Path(args.source).expanduser().resolve())
+    if not args.json:
+        _say(f"import {args.id}: {added} bytes appended")
+    _print_document(runs.document(runs.instance(), args.id), args.json)
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    runs = _runs()
+    inst = runs.instance()
+    folder = Folder.of(args.id).path
+    options = ImportOptions.model_validate((read_json(folder / "requested.json") or {}).get("options", {}))
+    pending.start(folder)
+    if args.detach:
+        runs.submit_import(inst, args.id, options)
+        _print_document(runs.document(inst, args.id), args.json)
+        return 0
+    _follow(args.id, args.json, lambda: runs.execute_import(inst, args.id, options))
+    return _finish(runs.document(inst, args.id), args.json)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -368,6 +397,10 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--idempotency-key", help="the same key returns the existing import")
     imp.add_argument("--params", help="JSON body of a listmonk, GreenArrow, Mailcoach or Mailrith "
                      "import, or the canonical options (the launchpad's config)")
+    imp.add_argument("--at", dest="at", metavar="WHEN",
+                     help="start at this time (GreenArrow begins_at), e.g. '2026-12-01 09:00'")
+    imp.add_argument("--draft", action="store_true",
+                     help="create the import without starting it (imports append / start)")
     imp.add_argument("--detach", action="store_true",
                      help="only queue the import; the Dagster daemon (mail-pipeline ui) runs it")
     imp.add_argument("--dry-run", action="store_true",
@@ -398,6 +431,14 @@ def parser() -> argparse.ArgumentParser:
     res = isub.add_parser("resume", help="carry on with a paused or interrupted import")
     res.add_argument("id")
     res.set_defaults(func=cmd_resume)
+    app = isub.add_parser("append", help="add the rows of a CSV file to a draft import")
+    app.add_argument("id")
+    app.add_argument("source")
+    app.set_defaults(func=cmd_append)
+    sta = isub.add_parser("start", help="run a draft import")
+    sta.add_argument("id")
+    sta.add_argument("--detach", action="store_true", help="only queue it for the daemon")
+    sta.set_defaults(func=cmd_start)
 
     exp = sub.add_parser("export", help="export subscribers as CSV, JSON Lines or Parquet")
     exp.add_argument("--list", action="append", help="subscribed to this list (repeatable: any of them)")
@@ -417,7 +458,7 @@ def parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)
 
-    for p in (imp, imps, show, log, *controls, res, exp, ui):
+    for p in (imp, imps, show, log, *controls, res, app, sta, exp, ui):
         # SUPPRESS: a sub-command's unset flag must not hide `imports --json show 1`.
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                        help="print one JSON document on stdout")
@@ -425,6 +466,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `… | head` ends quietly, as Unix tools do
     args = parser().parse_args(argv)
     args.json = getattr(args, "json", False)
     try:

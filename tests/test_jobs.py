@@ -104,3 +104,49 @@ def test_pause_then_resume_and_cancel_is_final(mail_home, tmp_path, params):
     assert json.loads(out)["state"] == "cancelled"
     final = cli("imports", "resume", "2", home=mail_home)
     assert final.returncode == 2 and "is cancelled: only a paused or failed import resumes" in final.stderr
+
+
+def test_a_draft_takes_appended_rows_and_starts_on_request(mail_home, write_csv):
+    created = cli("import", str(write_csv("email\nann@example.com\n")), "--list", "news", "--draft",
+                  "--json", home=mail_home)
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["state"] == "draft"
+    appended = cli("imports", "append", "1", str(write_csv("email\nbob@example.com\n", name="more.csv")),
+                   "--json", home=mail_home)
+    assert appended.returncode == 0 and json.loads(appended.stdout)["state"] == "draft"
+    assert not home.database_path().exists()  # a draft writes nothing
+    started = cli("imports", "start", "1", "--json", home=mail_home)
+    assert started.returncode == 0, started.stderr
+    document = json.loads(started.stdout)
+    assert document["state"] == "finished" and document["stats"]["subscribers"]["added"] == 2
+    for args, message in ((("imports", "append", "1", str(write_csv("email\n", name="x.csv"))), "is not a draft"),
+                          (("imports", "start", "1"), "is not a draft")):
+        refused = cli(*args, home=mail_home)
+        assert refused.returncode == 2 and message in refused.stderr
+
+
+def test_a_scheduled_import_starts_when_its_time_comes(mail_home, write_csv, monkeypatch):
+    import dagster as dg
+
+    from mail_pipeline import pending
+    created = cli("import", str(write_csv("email\nann@example.com\n")), "--at", "2099-01-01 09:30",
+                  "--list", "news", "--json", home=mail_home)
+    assert created.returncode == 0, created.stderr
+    document = json.loads(created.stdout)
+    assert (document["state"], document["begins_at"]) == ("scheduled", "2099-01-01T09:30:00Z")
+    monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home()))
+    from assets import runs
+    from assets.definitions import defs
+    from assets.sensors import scheduled_imports
+    inst = runs.instance()
+    try:
+        assert scheduled_imports(dg.build_sensor_context(instance=inst)).run_requests == []
+        pending.schedule(home.import_dir("1"), pending.parse_when("2001-01-01"))  # its time came
+        [request] = scheduled_imports(dg.build_sensor_context(instance=inst)).run_requests
+        job = defs.resolve_job_def("import_job")
+        assert job.execute_in_process(run_config=request.run_config, instance=inst,
+                                      partition_key=request.partition_key).success
+        assert runs.document(inst, "1")["state"] == "finished"
+        assert scheduled_imports(dg.build_sensor_context(instance=inst)).run_requests == []
+    finally:
+        inst.dispose()
