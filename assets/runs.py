@@ -56,7 +56,6 @@ def create_import(inst: dg.DagsterInstance, idempotency_key: Optional[str] = Non
 
 def execute_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptions) -> dg.ExecuteInProcessResult:
     """Run the import in this process; the run is recorded in the instance like any other."""
-    note_request(import_id, options)
     job = defs.resolve_job_def(JOB)
     # The run's events, errors included, go to the instance (the UI shows them); the terminal
     # shows our progress and, on failure, the one-line error of the import document.

@@ -174,6 +174,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             _say(f"import {import_id}: queued; the Dagster daemon starts it (mail-pipeline ui)")
         _print_document(runs.document(inst, import_id), args.json)
         return 0
+    runs.note_request(import_id, options)
     _follow(import_id, args.json, lambda: runs.execute_import(inst, import_id, options))
     return _finish(runs.document(inst, import_id), args.json)
 
