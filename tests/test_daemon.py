@@ -88,3 +88,29 @@ def test_queued_and_dropped_imports_run_under_the_daemon(ui, mail_home):
     _until_success(ui, second[0]["run_id"])
     shown = json.loads(cli("imports", "show", second[0]["id"], "--json", home=mail_home).stdout)
     assert shown["state"] == "finished" and shown["lists"] == ["vip"]
+
+
+def test_terminating_a_run_from_the_ui_cancels_the_import_and_keeps_the_store_whole(ui, mail_home, tmp_path):
+    from dagster import DagsterRunStatus
+
+    from tests.helpers import query
+    big = tmp_path / "big.csv"
+    big.write_text("email\n" + "".join(f"u{i}@example.com\n" for i in range(20000)))
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"lists": ["news"], "batch_size": 50}))  # 400 batches
+    queued = cli("import", str(big), "--params", str(params), "--detach", "--json", home=mail_home)
+    document = json.loads(queued.stdout)
+    progress = mail_home / "imports" / document["id"] / "progress.json"
+    deadline = time.monotonic() + 120
+    while not progress.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    ui.terminate_run(document["run_id"])  # what the UI's Terminate button sends
+    deadline = time.monotonic() + 60
+    while ui.get_run_status(document["run_id"]) != DagsterRunStatus.CANCELED and time.monotonic() < deadline:
+        time.sleep(1)
+    shown = json.loads(cli("imports", "show", document["id"], "--json", home=mail_home).stdout)
+    assert shown["state"] == "cancelled"
+    # Whole batches only: every committed batch's 50 rows are in, nothing else.
+    [(batches, subscribers)] = query("SELECT (SELECT count(*) FROM import_batches),"
+                                     " (SELECT count(*) FROM subscribers)")
+    assert 0 < batches < 400 and subscribers == batches * 50
