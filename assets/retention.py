@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from assets.partitions import imports_partitions
-from mail_pipeline import home, retention
+from mail_pipeline import control, home, retention
 
 
 class RetentionConfig(dg.Config):
@@ -15,9 +15,17 @@ class RetentionConfig(dg.Config):
 def _finished_at(instance: dg.DagsterInstance, import_id: str):
     runs = instance.get_run_records(dg.RunsFilter(job_name="import_job",
                                                   tags={"dagster/partition": import_id}), limit=1)
-    if not runs or not runs[0].dagster_run.is_finished or runs[0].end_time is None:
+    # Only imports that are over for good: a failed or paused one may still be resumed.
+    if (not runs or runs[0].end_time is None or runs[0].dagster_run.status != dg.DagsterRunStatus.SUCCESS
+            and not _cancelled(runs[0].dagster_run, import_id)):
         return None
     return datetime.fromtimestamp(runs[0].end_time, timezone.utc)
+
+
+def _cancelled(run: dg.DagsterRun, import_id: str) -> bool:
+    if run.status == dg.DagsterRunStatus.CANCELED:
+        return control.requested(home.import_dir(import_id), run.run_id) != "pause"
+    return control.requested(home.import_dir(import_id), run.run_id) == "cancel"
 
 
 @dg.op

@@ -12,7 +12,7 @@ import dagster as dg
 from assets.definitions import defs
 from assets.exports import exports_partitions
 from assets.partitions import imports_partitions
-from mail_pipeline import control, home, pending
+from mail_pipeline import control, home, pending, retention
 from mail_pipeline.document import import_document
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.files import write_json
@@ -81,7 +81,7 @@ def state_of(run: dg.DagsterRun, import_id: str) -> str:
     on a pause or cancel request (or terminated from the UI) is paused or cancelled."""
     folder = Folder.of(import_id)
     if run.is_finished and run.status != dg.DagsterRunStatus.SUCCESS:
-        asked = control.requested(folder.path)
+        asked = control.requested(folder.path, run.run_id)
         if asked:
             return "paused" if asked == "pause" else "cancelled"
     if run.status in _STATES:
@@ -205,6 +205,9 @@ def stop(inst: dg.DagsterInstance, import_id: str, what: str) -> dict:
     run = _settle(inst, import_id)
     state = document(inst, import_id)["state"]
     verb = {"pause": "paused", "cancel": "cancelled"}[what]
+    if run is None and state in ("draft", "scheduled") and what == "cancel":
+        pending.cancel(folder.path)  # never started: withdrawn for good
+        return document(inst, import_id)
     if run is None or state in ("finished", "failed", "cancelled") or (state == "paused" and what == "pause"):
         raise MailPipelineError(f"import {import_id} is {state}: it cannot be {verb}")
     control.request(folder.path, what)
@@ -217,7 +220,11 @@ def resume(inst: dg.DagsterInstance, import_id: str) -> dg.ExecuteInProcessResul
     """Run a paused or interrupted import again, in this process, as a re-execution linked to the
     first run; its committed batches are skipped, so no row is applied twice."""
     run = _settle(inst, import_id)
-    state = document(inst, import_id)["state"] if run else "draft"
+    if run is None:
+        raise MailPipelineError(f"import {import_id} has not run: only a paused or failed import resumes")
+    state = document(inst, import_id)["state"]
+    if retention.purged_at(Folder.of(import_id).path):
+        raise MailPipelineError(f"import {import_id} was purged: its files are gone, so it cannot resume")
     if state not in ("paused", "failed"):
         raise MailPipelineError(f"import {import_id} is {state}: only a paused or failed import resumes")
     control.clear(Folder.of(import_id).path)

@@ -8,7 +8,6 @@ from assets.imports import import_job
 from assets.partitions import imports_partitions
 from mail_pipeline import home, inbox, pending
 from mail_pipeline.files import read_json
-from mail_pipeline.errors import MailPipelineError
 
 
 @dg.sensor(job=import_job, minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -19,8 +18,8 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     for dropped in inbox.settled_files():
         try:
             options = inbox.options_for(dropped)
-        except MailPipelineError as exc:
-            context.log.warning(f"inbox: {dropped.relative} not imported: {exc}")
+        except Exception as exc:  # one bad file never holds up the others
+            context.log.warning(f"inbox: {dropped.relative!r} not imported: {exc}")
             continue
         owner = home.key_owner(dropped.key)
         if owner is not None:

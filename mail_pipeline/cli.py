@@ -130,6 +130,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise MailPipelineError("--at and --draft create the import without running it: "
                                 "leave out --dry-run and --detach")
     path, spooled = _source(args, options)
+    if args.draft and str(path).lower().endswith(".zip"):
+        raise MailPipelineError("a draft holds CSV text: give a CSV file, not a ZIP")
     options = options.model_copy(update={"source": str(path), "content": None})
     try:
         if isinstance(path, Path):  # a URL is checked once downloaded
@@ -186,13 +188,26 @@ def _follow(import_id: str, as_json: bool, run) -> None:
     if not as_json:
         _say(f"import {import_id}: started")
         threading.Thread(target=_watch, args=(import_id, done), daemon=True).start()
+
+    def pause(signum, frame) -> None:  # Dagster would turn the interrupt into a failed run
+        control.request(Folder.of(import_id).path, "pause")
+        _say(f"import {import_id}: pausing after the batch in progress; resume with: "
+             f"mail-pipeline imports resume {import_id}")
+
+    previous = signal.signal(signal.SIGINT, pause)
     try:
         run()
     except KeyboardInterrupt:
-        control.request(Folder.of(import_id).path, "pause")
-        _say(f"import {import_id}: paused; resume with: mail-pipeline imports resume {import_id}")
+        pause(None, None)
     finally:
+        signal.signal(signal.SIGINT, previous)
         done.set()
+    # DuckDB answers Ctrl-C itself by interrupting its query (the batch rolls back), so the run
+    # ends failed on "interrupted": that too is the user's pause.
+    runs = _runs()
+    document = runs.document(runs.instance(), import_id)
+    if document["state"] == "failed" and "interrupt" in (document["error_message"] or "").lower():
+        pause(None, None)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

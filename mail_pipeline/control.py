@@ -22,14 +22,24 @@ class Stopped(MailPipelineError):
 
 
 def request(folder: Path, what: str) -> None:
+    """Ask the run working on the import now (or the next one, if none has started) to stop.
+    The request names that run, so a later run (a re-execution from the UI) is not stopped by
+    a request that was meant for an earlier one."""
     assert what in REQUESTS
-    write_json(folder / "control.json", {"request": what,
+    running = read_json(folder / "run.json") or {}
+    write_json(folder / "control.json", {"request": what, "run_id": running.get("run_id"),
                                          "at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
 
 
-def requested(folder: Path) -> Optional[str]:
+def requested(folder: Path, run_id: Optional[str] = None) -> Optional[str]:
+    """The request for `run_id` (default: the run noted as working on the import now)."""
     note = read_json(folder / "control.json")
-    return note["request"] if note else None
+    if not note:
+        return None
+    if run_id is None:
+        run_id = (read_json(folder / "run.json") or {}).get("run_id")
+    meant_for = note.get("run_id")
+    return note["request"] if meant_for is None or meant_for == run_id else None
 
 
 def clear(folder: Path) -> None:

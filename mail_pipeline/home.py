@@ -112,7 +112,8 @@ def _new_id(root: Path) -> str:
 
 
 def _key_path(key: str) -> Path:
-    return home() / "idempotency" / hashlib.sha256(key.encode("utf-8")).hexdigest()
+    # surrogateescape: a key from a file name that is not UTF-8 still has one stable digest
+    return home() / "idempotency" / hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def key_owner(key: str) -> Optional[str]:

@@ -57,11 +57,13 @@ def append(folder: Path, source: Path) -> int:
         raise MailPipelineError(f"import {folder.name} is not a draft: only a draft takes more rows")
     if not source.is_file():
         raise MailPipelineError(f"file not found: {source}")
+    if source.suffix.lower() == ".zip":
+        raise MailPipelineError("a draft holds CSV text: append a CSV file, not a ZIP")
     copy = folder / "draft.csv"
     data = source.read_bytes()
-    header = copy.read_bytes().split(b"\n", 1)[0].rstrip(b"\r")
+    header = _header(copy.read_bytes().split(b"\n", 1)[0])
     first, _, rest = data.partition(b"\n")
-    if first.rstrip(b"\r") == header:
+    if _header(first) == header:  # the same header again (any case, with or without a BOM)
         data = rest
     existing = copy.read_bytes()
     with open(copy, "ab") as out:
@@ -73,6 +75,17 @@ def append(folder: Path, source: Path) -> int:
 
 def start(folder: Path) -> None:
     note = pending(folder)
-    if not note or note["kind"] != "draft":
-        raise MailPipelineError(f"import {folder.name} is not a draft: only a draft is started")
-    (folder / "pending.json").unlink()
+    try:
+        if not note or note["kind"] != "draft":
+            raise FileNotFoundError
+        (folder / "pending.json").unlink()  # the one start that removes it wins
+    except FileNotFoundError:
+        raise MailPipelineError(f"import {folder.name} is not a draft: only a draft is started") from None
+
+
+def cancel(folder: Path) -> None:
+    write_json(folder / "pending.json", {"kind": "cancelled"})
+
+
+def _header(line: bytes) -> bytes:
+    return line.removeprefix(b"\xef\xbb\xbf").rstrip(b"\r").strip().lower()

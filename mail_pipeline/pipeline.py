@@ -201,6 +201,8 @@ def merge_import(folder: Folder, database: Path,
         try:
             with store.writer(database, on_wait=wait) as con:
                 waiting.unlink(missing_ok=True)
+                if not dry_run:
+                    control.check(folder.path)  # asked to stop while it waited
                 merge.merge(con, folder.import_id, valid, options, folder.outcomes, progress,
                             unsubscribe_others=others, dry_run=dry_run)
         finally:

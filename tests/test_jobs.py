@@ -153,3 +153,32 @@ def test_a_scheduled_import_starts_when_its_time_comes(mail_home, write_csv, mon
         assert scheduled_imports(dg.build_sensor_context(instance=inst)).run_requests == []
     finally:
         inst.dispose()
+
+
+def test_ctrl_c_pauses_and_a_cancel_reaches_an_import_waiting_for_the_store(mail_home, tmp_path):
+    from mail_pipeline import store
+    params = tmp_path / "slow.json"
+    params.write_text(json.dumps({"lists": ["news"], "batch_size": 50}))
+    proc = _start(mail_home, _big_csv(tmp_path / "big.csv"), "--params", params)
+    _wait_for_batches(mail_home, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and json.loads(out)["state"] == "paused", err
+    # Cancelled while it waits behind another writer: it stops before merging anything.
+    with store.writer(home.database_path()):
+        proc = _start(mail_home, _big_csv(tmp_path / "two.csv", 100), "--list", "other")
+        deadline = time.monotonic() + 60
+        while not (home.import_dir("2") / "waiting").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert cli("imports", "cancel", "2", home=mail_home).returncode == 0
+    out, _ = proc.communicate(timeout=120)
+    assert json.loads(out)["state"] == "cancelled"
+    assert query("SELECT count(*) FROM subscriptions WHERE list = 'other'") == [(0,)]
+
+
+def test_a_scheduled_import_can_be_cancelled_before_it_starts(mail_home, write_csv):
+    cli("import", str(write_csv("email\nann@example.com\n")), "--at", "2099-01-01", home=mail_home)
+    cancelled = cli("imports", "cancel", "1", "--json", home=mail_home)
+    assert cancelled.returncode == 0 and json.loads(cancelled.stdout)["state"] == "cancelled"
+    from mail_pipeline import pending
+    assert not pending.due(home.import_dir("1"), pending.parse_when("2100-01-01"))
