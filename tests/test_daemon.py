@@ -66,7 +66,9 @@ def test_queued_and_dropped_imports_run_under_the_daemon(ui, mail_home):
     queued = cli("import", SAMPLE, "--list", "newsletter", "--detach", "--json", home=mail_home)
     assert queued.returncode == 0, queued.stderr
     document = json.loads(queued.stdout)
-    assert document["state"] == "scheduled" and document["lists"] == ["newsletter"]
+    # Queued; a quick daemon may have started it by the time the document is printed.
+    assert document["state"] in ("scheduled", "splitting", "importing", "finished")
+    assert document["lists"] == ["newsletter"]
     _until_success(ui, document["run_id"])
     shown = json.loads(cli("imports", "show", document["id"], "--json", home=mail_home).stdout)
     assert shown["state"] == "finished" and shown["stats"]["subscribers"]["added"] == 4
