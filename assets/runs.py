@@ -3,7 +3,11 @@
 The command line uses these; each import is a run of `import_job` on its own partition, so the
 UI shows every import however it was launched.
 """
+import json
 import os
+import subprocess
+import sys
+import uuid
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -113,8 +117,7 @@ def failure_message(inst: dg.DagsterInstance, run_id: str) -> Optional[str]:
 
 def document(inst: dg.DagsterInstance, import_id: str) -> dict:
     """The import document of one import."""
-    _settle(inst, import_id)
-    runs = runs_of(inst, import_id)
+    runs = _settled_runs(inst, import_id)
     if not runs:
         folder = Folder.of(import_id).path
         if not folder.is_dir():
@@ -185,17 +188,20 @@ _WAITING = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED)
 _RUNNING = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)
 
 
-def _settle(inst: dg.DagsterInstance, import_id: str) -> Optional[dg.DagsterRun]:
-    """The import's last run; one whose process died (killed, machine restarted) is marked
-    failed here, since nothing else will."""
+def _settled_runs(inst: dg.DagsterInstance, import_id: str) -> list[dg.DagsterRun]:
+    """The import's runs, newest first; a last run whose process died (killed, machine
+    restarted) is marked failed here, since nothing else will."""
     runs = runs_of(inst, import_id)
-    if not runs:
-        return None
-    run = runs[0]
-    if run.status in _RUNNING and not control.is_alive(Folder.of(import_id).path, run.run_id):
-        inst.report_run_failed(run, message="the process running this import is gone (killed?)")
-        run = inst.get_run_by_id(run.run_id)
-    return run
+    if runs and runs[0].status in _RUNNING and not control.is_alive(
+            Folder.of(import_id).path, runs[0].run_id):
+        inst.report_run_failed(runs[0], message="the process running this import is gone (killed?)")
+        runs[0] = inst.get_run_by_id(runs[0].run_id)
+    return runs
+
+
+def _settle(inst: dg.DagsterInstance, import_id: str) -> Optional[dg.DagsterRun]:
+    """The import's last run, settled (see `_settled_runs`)."""
+    return next(iter(_settled_runs(inst, import_id)), None)
 
 
 def stop(inst: dg.DagsterInstance, import_id: str, what: str) -> dict:
@@ -246,11 +252,6 @@ def submit_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptio
     """Queue the import as a run for the daemon (`mail-pipeline ui`) to start, like the UI's
     launchpad does, and return its run id. It goes through the instance's run queue, so the
     store's pool holds it back while another import or export runs."""
-    import json
-    import subprocess
-    import sys
-    import uuid
-    note_request(import_id, options)
     run_id = str(uuid.uuid4())
     command = [sys.executable, "-m", "dagster", "job", "launch", "-m", "assets.definitions",
                "-j", JOB, "--run-id", run_id, "--config-json", json.dumps(run_config(options)),

@@ -157,33 +157,28 @@ def cmd_import(args: argparse.Namespace) -> int:
     folder = Folder.of(import_id).path
     if args.draft:  # Mailcoach: created now, rows appended, started later
         options = pending.draft(folder, Path(path), options)
-        runs.note_request(import_id, options)
-        if not args.json:
-            _say(f"import {import_id}: draft; add rows with 'imports append {import_id} FILE', "
-                 f"run it with 'imports start {import_id}'")
-        _print_document(runs.document(inst, import_id), args.json)
-        return 0
-    if later:  # GreenArrow's begins_at: the daemon's scheduled_imports sensor starts it
-        runs.note_request(import_id, options)
-        pending.schedule(folder, when)
-        if not args.json:
-            _say(f"import {import_id}: scheduled for {when:%Y-%m-%d %H:%M:%S} UTC (mail-pipeline ui starts it)")
-        _print_document(runs.document(inst, import_id), args.json)
-        return 0
-    if args.detach:
-        runs.submit_import(inst, import_id, options)
-        if not args.json:
-            _say(f"import {import_id}: queued; the Dagster daemon starts it (mail-pipeline ui)")
-        _print_document(runs.document(inst, import_id), args.json)
-        return 0
     runs.note_request(import_id, options)
-    _follow(import_id, args.json, lambda: runs.execute_import(inst, import_id, options))
-    return _finish(runs.document(inst, import_id), args.json)
+    if not (args.draft or later or args.detach):
+        return _finish(_follow(import_id, args.json,
+                               lambda: runs.execute_import(inst, import_id, options)), args.json)
+    if args.draft:
+        said = (f"draft; add rows with 'imports append {import_id} FILE', run it with "
+                f"'imports start {import_id}'")
+    elif later:  # GreenArrow's begins_at: the daemon's scheduled_imports sensor starts it
+        pending.schedule(folder, when)
+        said = f"scheduled for {when:%Y-%m-%d %H:%M:%S} UTC (mail-pipeline ui starts it)"
+    else:
+        runs.submit_import(inst, import_id, options)
+        said = "queued; the Dagster daemon starts it (mail-pipeline ui)"
+    if not args.json:
+        _say(f"import {import_id}: {said}")
+    _print_document(runs.document(inst, import_id), args.json)
+    return 0
 
 
-def _follow(import_id: str, as_json: bool, run) -> None:
-    """Run the import in this process, showing progress on stderr. Ctrl-C pauses it: the batch
-    in progress rolls back, and `imports resume` carries on from there."""
+def _follow(import_id: str, as_json: bool, run) -> dict:
+    """Run the import in this process, showing progress on stderr, and return its document.
+    Ctrl-C pauses it: the batch in progress rolls back, and `imports resume` carries on."""
     done = threading.Event()
     if not as_json:
         _say(f"import {import_id}: started")
@@ -208,6 +203,8 @@ def _follow(import_id: str, as_json: bool, run) -> None:
     document = runs.document(runs.instance(), import_id)
     if document["state"] == "failed" and "interrupt" in (document["error_message"] or "").lower():
         pause(None, None)
+        document = runs.document(runs.instance(), import_id)
+    return document
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -238,15 +235,14 @@ def cmd_start(args: argparse.Namespace) -> int:
         runs.submit_import(inst, args.id, options)
         _print_document(runs.document(inst, args.id), args.json)
         return 0
-    _follow(args.id, args.json, lambda: runs.execute_import(inst, args.id, options))
-    return _finish(runs.document(inst, args.id), args.json)
+    return _finish(_follow(args.id, args.json, lambda: runs.execute_import(inst, args.id, options)),
+                   args.json)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     runs = _runs()
     inst = runs.instance()
-    _follow(args.id, args.json, lambda: runs.resume(inst, args.id))
-    return _finish(runs.document(inst, args.id), args.json)
+    return _finish(_follow(args.id, args.json, lambda: runs.resume(inst, args.id)), args.json)
 
 
 def _finish(document: dict, as_json: bool) -> int:

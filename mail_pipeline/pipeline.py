@@ -5,6 +5,7 @@ output under a temporary name first, so any stage can be re-run after a crash. T
 in `assets/` are thin wrappers around these.
 """
 import tempfile
+from contextlib import closing
 import urllib.parse
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -184,29 +185,24 @@ def merge_import(folder: Folder, database: Path,
     others = options.unsubscribe_others and summary["failed"] == 0
     if options.unsubscribe_others and not others:
         logs.append_log(folder.path, f"not unsubscribing others: {summary['failed']} rows failed")
-    if dry_run and not database.exists():
-        con = store.empty()
-        try:
-            merge.merge(con, folder.import_id, valid, options, folder.outcomes, progress,
-                        unsubscribe_others=others, dry_run=True)
-        finally:
-            con.close()
-    else:
-        waiting = folder.path / "waiting"
+    waiting = folder.path / "waiting"
 
-        def wait() -> None:  # the import is `scheduled` until the store is its
-            waiting.touch()
-            logs.append_log(folder.path, "waiting for another import or export to finish")
+    def wait() -> None:  # the import is `scheduled` until the store is its
+        waiting.touch()
+        logs.append_log(folder.path, "waiting for another import or export to finish")
 
-        try:
-            with store.writer(database, on_wait=wait) as con:
-                waiting.unlink(missing_ok=True)
-                if not dry_run:
-                    control.check(folder.path)  # asked to stop while it waited
-                merge.merge(con, folder.import_id, valid, options, folder.outcomes, progress,
-                            unsubscribe_others=others, dry_run=dry_run)
-        finally:
+    # A dry run with no store yet merges into an empty one in memory, so it never creates one.
+    opened = (closing(store.empty()) if dry_run and not database.exists()
+              else store.writer(database, on_wait=wait))
+    try:
+        with opened as con:
             waiting.unlink(missing_ok=True)
+            if not dry_run:
+                control.check(folder.path)  # asked to stop while it waited
+            merge.merge(con, folder.import_id, valid, options, folder.outcomes, progress,
+                        unsubscribe_others=others, dry_run=dry_run)
+    finally:
+        waiting.unlink(missing_ok=True)
     if dry_run:
         logs.append_log(folder.path, "dry run: every batch rolled back, the store is unchanged")
     counts = dict(merge.outcomes(folder.outcomes)["category"].value_counts().iter_rows())

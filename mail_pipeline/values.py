@@ -25,28 +25,35 @@ def split_status(status: pl.Expr) -> list[pl.Expr]:
     ]
 
 
-def json_objects(values: pl.Series) -> pl.Series:
-    """True where the text is a JSON object (RFC 8259, no repeated top-level key), False where
-    it is not, null where there is none."""
+def _duckdb(values: pl.Series, query: str) -> pl.DataFrame:
+    """Run `query` over a one-column frame `frame(v)` in a throwaway DuckDB (vectorised, and off
+    the GIL)."""
     frame = pl.DataFrame({"v": values})
     con = duckdb.connect()
     try:
-        checked = con.sql(
-            # json_keys parses once: null for text that is not JSON, [] for non-objects.
-            "SELECT CASE WHEN v IS NULL THEN NULL ELSE coalesce(starts_with(ltrim(v), '{')"
-            " AND len(k) = len(list_distinct(k)), false) END AS ok,"
-            # DuckDB's parser also takes NaN, Infinity and trailing commas; the few values
-            # that may hold one are checked again by Python's strict parser.
-            " ok AND (contains(v, 'NaN') OR contains(v, 'Inf') OR regexp_matches(v, ',\\s*[}\\]]'))"
-            " AS suspect FROM (SELECT v, try(json_keys(v)) AS k FROM frame)"
-        ).pl()
+        return con.sql(query).pl()
     finally:
         con.close()
-    suspects = frame.filter(checked["suspect"].fill_null(False))["v"].unique()
+
+
+
+def json_objects(values: pl.Series) -> pl.Series:
+    """True where the text is a JSON object (RFC 8259, no repeated top-level key), False where
+    it is not, null where there is none."""
+    checked = _duckdb(
+        values,
+        # json_keys parses once: null for text that is not JSON, [] for non-objects.
+        "SELECT CASE WHEN v IS NULL THEN NULL ELSE coalesce(starts_with(ltrim(v), '{')"
+        " AND len(k) = len(list_distinct(k)), false) END AS ok,"
+        # DuckDB's parser also takes NaN, Infinity and trailing commas; the few values
+        # that may hold one are checked again by Python's strict parser.
+        " ok AND (contains(v, 'NaN') OR contains(v, 'Inf') OR regexp_matches(v, ',\\s*[}\\]]'))"
+        " AS suspect FROM (SELECT v, try(json_keys(v)) AS k FROM frame)")
+    suspects = values.filter(checked["suspect"].fill_null(False)).unique()
     if suspects.is_empty():
         return checked["ok"]
     strict = {text: _strict_object(text) for text in suspects.to_list()}
-    rechecked = frame["v"].replace_strict(strict, default=True, return_dtype=pl.Boolean)
+    rechecked = values.replace_strict(strict, default=True, return_dtype=pl.Boolean)
     return pl.Series("ok", checked["ok"] & rechecked)
 
 
@@ -103,17 +110,6 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
 
-
-
-def _duckdb(values: pl.Series, query: str) -> pl.DataFrame:
-    """Run `query` over a one-column frame `frame(v)` in a throwaway DuckDB (vectorised, and off
-    the GIL)."""
-    frame = pl.DataFrame({"v": values})
-    con = duckdb.connect()
-    try:
-        return con.sql(query).pl()
-    finally:
-        con.close()
 
 
 def json_tag_lists(values: pl.Series) -> pl.Series:

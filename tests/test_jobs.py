@@ -41,6 +41,13 @@ def _wait_for_batches(mail_home, n: int, proc, timeout: float = 120):
     raise AssertionError("no progress")
 
 
+def _wait_for_file(path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
 def _store():
     return (query("SELECT email, name, status, attributes, tags FROM subscribers ORDER BY email"),
             query("SELECT email, list, status FROM subscriptions ORDER BY email, list"))
@@ -97,11 +104,8 @@ def test_pause_then_resume_and_cancel_is_final(mail_home, tmp_path):
     # A finished import can be neither paused nor cancelled; a cancelled one does not resume.
     refused = cli("imports", "cancel", "1", home=mail_home)
     assert refused.returncode == 2 and "is finished: it cannot be cancelled" in refused.stderr
-    proc = _start(mail_home, _big_csv(tmp_path / "other.csv", 20000).as_posix().replace("other", "other"),
-                  "--params", params, "--list", "offers")
-    deadline = time.monotonic() + 60
-    while not (home.import_dir("2") / "progress.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    proc = _start(mail_home, _big_csv(tmp_path / "other.csv"), "--params", params, "--list", "offers")
+    _wait_for_file(home.import_dir("2") / "progress.json")
     assert cli("imports", "cancel", "2", home=mail_home).returncode == 0
     out, _ = proc.communicate(timeout=120)
     assert json.loads(out)["state"] == "cancelled"
@@ -167,9 +171,7 @@ def test_ctrl_c_pauses_and_a_cancel_reaches_an_import_waiting_for_the_store(mail
     # Cancelled while it waits behind another writer: it stops before merging anything.
     with store.writer(home.database_path()):
         proc = _start(mail_home, _big_csv(tmp_path / "two.csv", 100), "--list", "other")
-        deadline = time.monotonic() + 60
-        while not (home.import_dir("2") / "waiting").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        _wait_for_file(home.import_dir("2") / "waiting")
         assert cli("imports", "cancel", "2", home=mail_home).returncode == 0
     out, _ = proc.communicate(timeout=120)
     assert json.loads(out)["state"] == "cancelled"
