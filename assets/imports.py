@@ -1,7 +1,6 @@
 """The import assets, one partition per import: raw file → validated frame → subscribers → logs."""
 from contextlib import contextmanager
 from typing import Optional
-from pathlib import Path
 
 import dagster as dg
 

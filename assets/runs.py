@@ -23,6 +23,7 @@ from mail_pipeline.files import write_json
 from mail_pipeline.exports import ExportOptions, export_document
 from mail_pipeline.options import ImportOptions
 from mail_pipeline.pipeline import Folder
+from mail_pipeline.times import iso_utc
 
 JOB = "import_job"
 PARTITION_TAG = "dagster/partition"
@@ -77,7 +78,7 @@ def runs_of(inst: dg.DagsterInstance, import_id: str) -> list[dg.DagsterRun]:
 def _iso(timestamp: Optional[float]) -> Optional[str]:
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_utc(datetime.fromtimestamp(timestamp, timezone.utc))
 
 
 def state_of(run: dg.DagsterRun, import_id: str) -> str:

@@ -7,12 +7,12 @@ stops. A paused import resumes (a new run of the same import, which skips commit
 a cancelled one is done for good.
 """
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.files import read_json, write_json
+from mail_pipeline.times import iso_utc
 
 REQUESTS = ("pause", "cancel")
 
@@ -28,7 +28,7 @@ def request(folder: Path, what: str) -> None:
     assert what in REQUESTS
     running = read_json(folder / "run.json") or {}
     write_json(folder / "control.json", {"request": what, "run_id": running.get("run_id"),
-                                         "at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+                                         "at": iso_utc()})
 
 
 def requested(folder: Path, run_id: Optional[str] = None) -> Optional[str]:

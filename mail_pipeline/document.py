@@ -7,6 +7,7 @@ from typing import Optional
 from mail_pipeline import logs
 from mail_pipeline.files import read_json
 from mail_pipeline.pipeline import Folder
+from mail_pipeline.times import iso_utc
 
 FINISHED_STATES = ("finished", "failed", "cancelled")
 
@@ -41,7 +42,7 @@ def import_document(import_id: str, state: str, *, created_at: Optional[str], be
 def listing(documents: list[dict], scope: str, list_name: Optional[str], page: int,
             per_page: int) -> dict:
     """GreenArrow's listing: scope filter, its order, pages from 0."""
-    two_weeks_ago = (datetime.now(timezone.utc) - timedelta(days=14)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    two_weeks_ago = iso_utc(datetime.now(timezone.utc) - timedelta(days=14))
     done = lambda d: d["state"] in FINISHED_STATES  # noqa: E731
     keep = {
         "all": lambda d: True,

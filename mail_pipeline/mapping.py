@@ -145,11 +145,13 @@ def _recognised(columns: list[str]) -> Mapping:
         key = column.strip().lower()
         if key in FIELDS:
             fields.setdefault(key, index)
-    candidates = sorted((rank, index, field) for index, column in enumerate(columns)
-                        if index not in fields.values()
-                        for field, rank in [_BY_ALIAS.get(squash(column), (None, 0))] if field)
-    for _rank, index, field in candidates:
-        fields.setdefault(field, index)
+    candidates = []
+    for index, column in enumerate(columns):
+        target, rank = _BY_ALIAS.get(squash(column), (None, 0))
+        if target and index not in fields.values():
+            candidates.append((rank, index, target))
+    for _rank, index, target in sorted(candidates):
+        fields.setdefault(target, index)
     taken = set(fields.values())
     custom: dict[str, int] = {}
     for index, column in enumerate(columns):

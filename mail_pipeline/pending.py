@@ -11,7 +11,7 @@ import polars as pl
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.files import read_json, write_json
 from mail_pipeline.options import ImportOptions
-from mail_pipeline.times import parse_times
+from mail_pipeline.times import iso_utc, parse_times
 
 
 def parse_when(text: str, date_format: str = "mdy") -> datetime:
@@ -31,12 +31,12 @@ def pending(folder: Path) -> Optional[dict]:
 
 def schedule(folder: Path, when: datetime) -> None:
     write_json(folder / "pending.json",
-               {"kind": "scheduled", "begins_at": when.strftime("%Y-%m-%dT%H:%M:%SZ")})
+               {"kind": "scheduled", "begins_at": iso_utc(when)})
 
 
 def due(folder: Path, now: datetime) -> bool:
     note = pending(folder)
-    return bool(note and note["kind"] == "scheduled" and note["begins_at"] <= now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return bool(note and note["kind"] == "scheduled" and note["begins_at"] <= iso_utc(now))
 
 
 def draft(folder: Path, source: Path, options: ImportOptions) -> ImportOptions:

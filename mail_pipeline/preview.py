@@ -1,11 +1,11 @@
 """The dry run (`import --dry-run`): every stage but the write, giving the import document and
 the logs the import would produce. It runs outside Dagster, so it is neither a run nor an import;
 its files go to `previews/` under the home, and the merge is rolled back."""
-from datetime import datetime, timezone
 
 from mail_pipeline import home, pipeline
 from mail_pipeline.document import import_document
 from mail_pipeline.options import ImportOptions
+from mail_pipeline.times import iso_utc
 
 
 def preview(options: ImportOptions) -> dict:
@@ -23,4 +23,4 @@ def preview(options: ImportOptions) -> dict:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso_utc()

@@ -8,6 +8,7 @@ from typing import Optional
 
 from mail_pipeline import home
 from mail_pipeline.files import read_json, write_json
+from mail_pipeline.times import iso_utc
 
 DEFAULT_DAYS = 7
 # What a purged import keeps: enough for its document.
@@ -24,7 +25,7 @@ def purge(folder: Path, now: datetime) -> bool:
     if purged_at(folder) or not folder.is_dir():
         return False
     # The note first: a purge cut short is finished by the next one, and never looks unpurged.
-    write_json(folder / "purged.json", {"purged_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    write_json(folder / "purged.json", {"purged_at": iso_utc(now)})
     for path in folder.iterdir():
         if path.name in _KEPT:
             continue

@@ -28,7 +28,7 @@ def split_status(status: pl.Expr) -> list[pl.Expr]:
 def _duckdb(values: pl.Series, query: str) -> pl.DataFrame:
     """Run `query` over a one-column frame `frame(v)` in a throwaway DuckDB (vectorised, and off
     the GIL)."""
-    frame = pl.DataFrame({"v": values})
+    frame = pl.DataFrame({"v": values})  # noqa: F841 (the query reads it by name)
     con = duckdb.connect()
     try:
         return con.sql(query).pl()
