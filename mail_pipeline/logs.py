@@ -2,6 +2,7 @@
 
 Every file is written under a temporary name and renamed, so a reader never sees half a log.
 """
+import contextlib
 import csv
 import io
 from datetime import datetime, timezone
@@ -33,26 +34,40 @@ def stats(number_of_records: int, counts: dict[str, int], records_imported: int)
     }
 
 
-def write_category_logs(folder: Path, outcomes: pl.DataFrame, duplicates: pl.DataFrame,
-                        failed: pl.DataFrame, header: list[str]) -> dict[str, int]:
-    """Write every category's log (emails in file order) and return the count of each."""
-    rows = pl.concat([outcomes.select("row", "email", "category"),
-                      duplicates.select("row", "email", pl.lit("skipped_duplicate").alias("category"))])
-    groups = rows.sort("row").partition_by("category", as_dict=True, include_key=False)
+def write_category_logs(folder: Path, outcomes: list[Path], duplicates: pl.DataFrame,
+                        failed: list[Path], header: list[str]) -> dict[str, int]:
+    """Write every category's log (emails in file order) and return the count of each.
+    `outcomes` are the merge's batches in row order (row, email, category), read one at a
+    time and appended to each category's file, so memory stays flat."""
     counts = {c: 0 for c in CATEGORIES}
-    for category in EMAIL_CATEGORIES:
-        emails = groups.get((category,), pl.DataFrame(schema={"row": pl.Int64, "email": pl.String}))
-        counts[category] = emails.height
-        write_email_log(folder, category, emails)
-    counts["failed"] = failed.height
-    write_text(log_path(folder, "failed"), _failed_csv(failed, header))
+    with contextlib.ExitStack() as stack:
+        files = {c: stack.enter_context(replacing(log_path(folder, c))) for c in EMAIL_CATEGORIES}
+        out = {c: stack.enter_context(open(path, "wb")) for c, path in files.items()}
+        for batch in outcomes:
+            for (category,), emails in pl.read_parquet(batch).partition_by(
+                    "category", as_dict=True, include_key=False).items():
+                counts[category] += emails.height
+                _write_emails(out[category], emails)
+        counts["skipped_duplicate"] = duplicates.height
+        _write_emails(out["skipped_duplicate"], duplicates.sort("row"))
+    frames = [pl.read_parquet(part) for part in failed]
+    failed_rows = pl.concat(frames) if frames else pl.DataFrame(
+        schema={"row": pl.Int64, "line": pl.Int64, "cells": pl.List(pl.String), "error": pl.String})
+    counts["failed"] = failed_rows.height
+    write_text(log_path(folder, "failed"), _failed_csv(failed_rows, header))
     return counts
 
 
-def write_email_log(folder: Path, name: str, emails: pl.DataFrame) -> None:
+def _write_emails(out, emails: pl.DataFrame) -> None:
     """One normalized email per line, never quoted (GreenArrow's flat list)."""
+    if emails.height:
+        emails.select("email").write_csv(out, include_header=False, quote_style="never")
+
+
+def write_email_log(folder: Path, name: str, emails: pl.DataFrame) -> None:
     with replacing(log_path(folder, name)) as tmp:
-        emails.select("email").write_csv(tmp, include_header=False, quote_style="never")
+        with open(tmp, "wb") as out:
+            _write_emails(out, emails)
 
 
 def _failed_csv(failed: pl.DataFrame, header: list[str]) -> str:

@@ -45,6 +45,13 @@ _ROW_LISTS = "CAST({c}.lists::JSON AS MAP(VARCHAR, VARCHAR))"
 _CLASSIFY = f"""
 CREATE OR REPLACE TEMP TABLE classified_all AS
 WITH target AS (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list),
+-- The validated rows not yet applied, less the file's duplicates. Batches are ranges of file
+-- rows (so a batch holds at most batch_size rows), numbered on from the last committed one.
+incoming AS (
+  SELECT * EXCLUDE (key_hash), $first_batch + (row - $last_row - 1) // $size AS batch
+  FROM read_parquet($valid)
+  WHERE row > $last_row AND row NOT IN (SELECT row FROM read_parquet($duplicates))
+),
 looked_up AS MATERIALIZED (
   SELECT b.*, s.email IS NOT NULL AS known, s.status AS current_status
   FROM incoming b LEFT JOIN subscribers s ON s.email = b.email
@@ -279,25 +286,30 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> None:
     con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
 
 
-def merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: pl.DataFrame,
+def merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: list[Path], duplicates: Path,
           options: ImportOptions, outcomes_dir: Path,
           on_progress: Optional[Callable[[Progress], None]] = None, *,
           unsubscribe_others: bool = False, dry_run: bool = False) -> None:
-    """Classify the rows not yet applied, then apply them batch by batch.
-    Each batch's categories go to `outcomes_dir/batch-N.parquet` (row, category).
-    `unsubscribe_others` then unsubscribes the target lists' other subscribers (Mailcoach).
+    """Classify the rows not yet applied, then apply them batch by batch. `valid` are the
+    validated frame's parts and `duplicates` the rows to leave out (both Parquet; DuckDB reads
+    them itself, so they are never held in Python). Each batch's categories go to
+    `outcomes_dir/batch-N.parquet` (row, email, category). `unsubscribe_others` then
+    unsubscribes the target lists' other subscribers (Mailcoach).
     A dry run does all of it in one transaction and rolls it back."""
+    files = [str(p) for p in valid]
     if dry_run:
         con.execute("BEGIN TRANSACTION")
         try:
-            _merge(con, import_id, valid, options, outcomes_dir, on_progress, unsubscribe_others, False)
+            _merge(con, import_id, files, str(duplicates), options, outcomes_dir, on_progress,
+                   unsubscribe_others, False)
         finally:
             con.execute("ROLLBACK")
     else:
-        _merge(con, import_id, valid, options, outcomes_dir, on_progress, unsubscribe_others, True)
+        _merge(con, import_id, files, str(duplicates), options, outcomes_dir, on_progress,
+               unsubscribe_others, True)
 
 
-def _merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: pl.DataFrame,
+def _merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: list[str], duplicates: str,
            options: ImportOptions, outcomes_dir: Path,
            on_progress: Optional[Callable[[Progress], None]], unsubscribe_others: bool,
            commit: bool) -> None:
@@ -307,29 +319,33 @@ def _merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: pl.DataFrame,
         "SELECT max(batch), max(last_row) FROM import_batches WHERE import_id = ?",
         [import_id]).fetchall()
     first_batch = 0 if last_batch is None else last_batch + 1
-    size = options.batch_size
-    remaining = valid.filter(pl.col("row") > (last_row or 0)).sort("row").with_columns(
-        (first_batch + pl.int_range(pl.len()) // size).alias("batch"))
-    done_before = valid.height - remaining.height
-    batches = first_batch + -(-remaining.height // size)
-    params = _parameters(options, datetime.now(timezone.utc))
+    params = {**_parameters(options, datetime.now(timezone.utc)), "valid": valid,
+              "duplicates": duplicates, "first_batch": first_batch, "last_row": last_row or 0,
+              "size": options.batch_size}
     outcomes_dir.mkdir(parents=True, exist_ok=True)
-    con.register("incoming", remaining.to_arrow())
-    try:
+    if valid:
         _run(con, _CLASSIFY, params)
-    finally:
-        con.unregister("incoming")
+    else:  # nothing valid in the file: nothing to classify
+        con.execute("CREATE OR REPLACE TEMP TABLE classified_all AS SELECT NULL::INTEGER AS batch,"
+                    " NULL::VARCHAR AS category, NULL::BOOLEAN AS known, NULL::VARCHAR AS lists LIMIT 0")
     # Which statements each batch needs: an UPDATE scans a whole table even when no row of the
     # batch asks for it, so statements with nothing to do are left out.
-    needs = {batch: (new, known, row_lists) for batch, new, known, row_lists in con.execute(
-        "SELECT batch, bool_or(NOT known), bool_or(known), bool_or(lists IS NOT NULL)"
-        " FROM classified_all WHERE category IN ('added', 'updated') GROUP BY batch").fetchall()}
-    for number in range(first_batch, batches):
+    batches = {batch: (rows, (new, known, row_lists)) for batch, rows, new, known, row_lists in con.execute(
+        "SELECT batch, count(*), bool_or(category = 'added' AND NOT known),"
+        " bool_or(category IN ('added', 'updated') AND known),"
+        " bool_or(category IN ('added', 'updated') AND lists IS NOT NULL)"
+        " FROM classified_all GROUP BY batch ORDER BY batch").fetchall()}
+    [(done_before,)] = con.execute("SELECT coalesce(sum(rows), 0) FROM import_batches WHERE import_id = ?",
+                                   [import_id]).fetchall()
+    last = max(batches, default=first_batch - 1)
+    done = done_before
+    for number in sorted(batches):
+        rows, needs = batches[number]
         with _transaction(con, commit):
-            _apply(con, import_id, number, options, outcomes_dir, needs.get(number, (False, False, False)))
+            _apply(con, import_id, number, options, outcomes_dir, needs)
+        done += rows
         if on_progress:
-            done = done_before + min((number - first_batch + 1) * size, remaining.height)
-            on_progress(Progress(number + 1, batches, done))
+            on_progress(Progress(number + 1, last + 1, done))
     con.execute("DROP TABLE IF EXISTS classified_all")
     if unsubscribe_others:
         with _transaction(con, commit):
@@ -358,7 +374,7 @@ _OTHERS = """
 CREATE OR REPLACE TEMP TABLE others AS
 SELECT DISTINCT x.email FROM subscriptions x
 WHERE list_contains($lists::VARCHAR[], x.list) AND x.status IN ('unconfirmed', 'confirmed')
-  AND x.email NOT IN (SELECT email FROM in_file)
+  AND x.email NOT IN (SELECT email FROM read_parquet($valid))
 ORDER BY x.email
 """
 _UNSUBSCRIBE_OTHERS = """
@@ -368,18 +384,14 @@ WHERE list_contains($lists::VARCHAR[], list) AND status IN ('unconfirmed', 'conf
 """
 
 
-def _unsubscribe_others(con: duckdb.DuckDBPyConnection, import_id: str, valid: pl.DataFrame,
+def _unsubscribe_others(con: duckdb.DuckDBPyConnection, import_id: str, valid: list[str],
                         options: ImportOptions, outcomes_dir: Path) -> None:
     [(done,)] = con.execute("SELECT count(*) FROM import_steps WHERE import_id = ? AND step = ?",
                             [import_id, "unsubscribe_others"]).fetchall()
     if done:
         return
-    params = _parameters(options, datetime.now(timezone.utc))
-    con.register("in_file", valid.select("email").to_arrow())
-    try:
-        _run(con, _OTHERS, params)
-    finally:
-        con.unregister("in_file")
+    params = {**_parameters(options, datetime.now(timezone.utc)), "valid": valid}
+    _run(con, _OTHERS, params)
     _run(con, _UNSUBSCRIBE_OTHERS, params)
     others = con.sql("SELECT email FROM others").pl()
     with replacing(outcomes_dir / "unsubscribed_others.parquet") as tmp:  # before the commit
@@ -417,7 +429,7 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
                         (_INSERT_SUBSCRIPTIONS_NEW, new), (_INSERT_ROW_SUBSCRIPTIONS, row_lists)):
         if needed:  # (a subscriber limit only turns 'added' rows into skipped ones)
             _run(con, sql, params)
-    rows = con.sql("SELECT row, category FROM classified").pl()
+    rows = con.sql("SELECT row, email, category FROM classified ORDER BY row").pl()
     # Written before the commit: if the commit never happens the batch is applied again
     # and this file rewritten; once it happens, the file is already there.
     with replacing(outcome_path(outcomes_dir, number)) as tmp:
@@ -427,9 +439,15 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
                  params["now"]])
 
 
-def outcomes(outcomes_dir: Path) -> pl.DataFrame:
-    """The committed category of every valid row of an import (row, category)."""
-    files = sorted(outcomes_dir.glob("batch-*.parquet"))
+def outcome_files(outcomes_dir: Path) -> list[Path]:
+    """The committed batches' outcomes, in row order."""
+    return sorted(outcomes_dir.glob("batch-*.parquet"))
+
+
+def outcomes(outcomes_dir: Path) -> pl.LazyFrame:
+    """The committed category of every valid row of an import (row, email, category), lazily:
+    there may be more than memory holds."""
+    files = outcome_files(outcomes_dir)
     if not files:
-        return pl.DataFrame(schema={"row": pl.Int64, "category": pl.String})
-    return pl.read_parquet(files)
+        return pl.LazyFrame(schema={"row": pl.Int64, "email": pl.String, "category": pl.String})
+    return pl.scan_parquet(files)

@@ -4,6 +4,7 @@ Each stage reads only what the stage before it wrote in `imports/<id>/`, and wri
 output under a temporary name first, so any stage can be re-run after a crash. The Dagster assets
 in `assets/` are thin wrappers around these.
 """
+import shutil
 import tempfile
 from contextlib import closing
 import urllib.parse
@@ -42,8 +43,8 @@ class Folder:
 
     options = property(lambda self: self.path / "import.json")
     source = property(lambda self: self.path / "source.csv")
-    valid = property(lambda self: self.path / "valid.parquet")
-    failed = property(lambda self: self.path / "failed.parquet")
+    valid = property(lambda self: self.path / "valid")  # part-N.parquet, one per chunk read
+    failed = property(lambda self: self.path / "failed")
     duplicates = property(lambda self: self.path / "duplicates.parquet")
     validation = property(lambda self: self.path / "validation.json")
     progress = property(lambda self: self.path / "progress.json")
@@ -138,25 +139,52 @@ def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = N
     return metadata
 
 
-def validate_import(folder: Folder) -> dict:
-    """Stage 2, the validated frame: read, map, check and deduplicate; route failures."""
+# Rows read and checked at a time: memory stays flat whatever the file's size.
+ROWS_PER_CHUNK = 1_000_000
+
+
+def parts(directory: Path) -> list[Path]:
+    return sorted(directory.glob("part-*.parquet"))
+
+
+def validate_import(folder: Folder, rows_per_chunk: int = ROWS_PER_CHUNK) -> dict:
+    """Stage 2, the validated frame: read, map and check the file chunk by chunk, writing each
+    chunk's valid and failed rows as parts; then find the duplicates across the whole file."""
     staged = read_json(folder.options)
     options = build(staged["options"])
     columns = columns_of(reading.read_header(folder.source, options), options)
     resolved = mapping.resolve(columns, options)
-    records = reading.read_records(folder.source, options, len(columns), staged["line_endings"])
-    result = validation.validate(records, columns, resolved, options.date_format)
-    _write_parquet(result.valid, folder.valid)
-    _write_parquet(result.failed, folder.failed)
-    _write_parquet(result.duplicates, folder.duplicates)
+
+    def validate_chunks(line_reader: bool) -> int:
+        for directory in (folder.valid, folder.failed):
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+        records = 0
+        chunks = reading.read_chunks(folder.source, options, len(columns), staged["line_endings"],
+                                     rows_per_chunk, line_reader)
+        for number, chunk in enumerate(chunks):
+            result = validation.validate(chunk, columns, resolved, options.date_format)
+            _write_parquet(result.valid, folder.valid / f"part-{number:05d}.parquet")
+            _write_parquet(result.failed, folder.failed / f"part-{number:05d}.parquet")
+            records += result.number_of_records
+        return records
+
+    try:
+        number_of_records = validate_chunks(line_reader=False)
+    except reading.Reread:  # DuckDB's reader gave up midway: the line reader decides the file
+        number_of_records = validate_chunks(line_reader=True)
+    duplicates = validation.duplicates(parts(folder.valid))
+    _write_parquet(duplicates, folder.duplicates)
+    read = pl.scan_parquet(parts(folder.valid)).select(pl.len()).collect().item()
+    failed = pl.scan_parquet(parts(folder.failed)).select(pl.len()).collect().item()
     summary = {"columns": columns, "mapping": resolved.describe(columns),
-               "number_of_records": result.number_of_records, "valid": result.valid.height,
-               "failed": result.failed.height, "skipped_duplicate": result.duplicates.height}
+               "number_of_records": number_of_records, "valid": read - duplicates.height,
+               "failed": failed, "skipped_duplicate": duplicates.height}
     write_json(folder.validation, summary)
     for line in summary["mapping"]:
         logs.append_log(folder.path, line)
-    logs.append_log(folder.path, f"read {result.number_of_records} records: {result.valid.height} valid, "
-                    f"{result.failed.height} failed, {result.duplicates.height} duplicates")
+    logs.append_log(folder.path, f"read {number_of_records} records: {summary['valid']} valid, "
+                    f"{failed} failed, {duplicates.height} duplicates")
     return summary
 
 
@@ -169,7 +197,6 @@ def merge_import(folder: Folder, database: Path,
     options = load_options(folder)
     summary = read_json(folder.validation)
     already = summary["failed"] + summary["skipped_duplicate"]
-    valid = pl.read_parquet(folder.valid)
 
     def progress(p: merge.Progress) -> None:
         write_json(folder.progress, {"stage": "merging", "batch": p.batch, "batches": p.batches,
@@ -199,13 +226,13 @@ def merge_import(folder: Folder, database: Path,
             waiting.unlink(missing_ok=True)
             if not dry_run:
                 control.check(folder.path)  # asked to stop while it waited
-            merge.merge(con, folder.import_id, valid, options, folder.outcomes, progress,
-                        unsubscribe_others=others, dry_run=dry_run)
+            merge.merge(con, folder.import_id, parts(folder.valid), folder.duplicates, options,
+                        folder.outcomes, progress, unsubscribe_others=others, dry_run=dry_run)
     finally:
         waiting.unlink(missing_ok=True)
     if dry_run:
         logs.append_log(folder.path, "dry run: every batch rolled back, the store is unchanged")
-    counts = dict(merge.outcomes(folder.outcomes)["category"].value_counts().iter_rows())
+    counts = dict(merge.outcomes(folder.outcomes).group_by("category").len().collect().iter_rows())
     if others:
         counts["unsubscribed_others"] = merge.unsubscribed_others(folder.outcomes).height
         logs.append_log(folder.path, f"unsubscribed {counts['unsubscribed_others']} subscribers "
@@ -216,10 +243,9 @@ def merge_import(folder: Folder, database: Path,
 def write_import_logs(folder: Folder) -> dict:
     """Stage 4, the logs: one file per category, the stats, and the closing log line."""
     summary = read_json(folder.validation)
-    emails = pl.read_parquet(folder.valid, columns=["row", "email"])
-    outcomes = merge.outcomes(folder.outcomes).join(emails, on="row")
-    counts = logs.write_category_logs(folder.path, outcomes, pl.read_parquet(folder.duplicates),
-                                      pl.read_parquet(folder.failed), summary["columns"])
+    counts = logs.write_category_logs(folder.path, merge.outcome_files(folder.outcomes),
+                                      pl.read_parquet(folder.duplicates), parts(folder.failed),
+                                      summary["columns"])
     result = logs.stats(summary["number_of_records"], counts, summary["number_of_records"])
     others = merge.unsubscribed_others(folder.outcomes)
     if others is not None:  # Mailcoach's unsubscribe_others ran

@@ -11,7 +11,7 @@ import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Iterator, TextIO
 
 import duckdb
 import polars as pl
@@ -52,42 +52,84 @@ class Records:
 
 
 def read_records(path: Path, options: ImportOptions, width: int, line_endings: str) -> Records:
-    """Parse every data record of the staged file. Empty cells are null; cells keep their spaces.
+    """Every data record of the staged file at once (see `read_chunks`)."""
+    chunks = list(read_chunks(path, options, width, line_endings, rows_per_chunk=1 << 62))
+    return Records(pl.concat([c.rows for c in chunks]), pl.concat([c.rejects for c in chunks]))
+
+
+class Reread(Exception):
+    """DuckDB's reader gave up on the file after some chunks were handed out: the caller drops
+    what it made of them and reads again with `line_reader=True`."""
+
+
+def read_chunks(path: Path, options: ImportOptions, width: int, line_endings: str,
+                rows_per_chunk: int, line_reader: bool = False) -> Iterator[Records]:
+    """Parse the staged file's data records, `rows_per_chunk` at a time, so memory stays flat
+    whatever the file's size. Empty cells are null; cells keep their spaces. Rows are numbered
+    across chunks; records that could not be read come with the last chunk.
 
     DuckDB's strict reader does the work when every line ends the same way; it reports each
     record with the wrong number of fields and where it starts. Files it cannot read that way
     (mixed or CR-only line ends, stray quotes, lines over its size limit) go through Python's
-    csv module, slower, with the same outcome per record. Empty fields after the last column
-    (a trailing delimiter) are ignored, as DuckDB's reader does."""
-    if line_endings == "mixed":
-        return _read_with_python(path, options, width)
+    csv module, slower, with the same outcome per record; if that is found out only after
+    chunks were handed out, `Reread` is raised. Empty fields after the last column (a trailing
+    delimiter) are ignored, as DuckDB's reader does."""
+    if line_reader or line_endings == "mixed":
+        yield from _sliced(_read_with_python(path, options, width), rows_per_chunk)
+        return
     columns = {f"c{i}": "VARCHAR" for i in range(width)}
     con = duckdb.connect()  # in-memory: reading never touches the store
+    handed_out, pending, rows_read = 0, None, 0
     try:
-        rows = con.sql(
+        con.execute("SET enable_progress_bar = false")
+        batches = con.sql(
             "SELECT * FROM read_csv(?, header=false, skip=?, delim=?, quote=?, escape=?, columns=?,"
             " auto_detect=false, strict_mode=true, null_padding=false, ignore_errors=true,"
             " store_rejects=true, all_varchar=true, parallel=true)",
             # skip counts records, not lines: a header with a quoted newline is one record.
             params=[str(path), 1 if options.header else 0, options.delimiter,
                     options.quote, options.quote, columns],
-        ).pl()
+        ).to_arrow_reader(min(rows_per_chunk, 1 << 30))
+        for batch in batches:
+            # Each chunk is handed out only once the next one is read, so that the last
+            # can carry the rejects.
+            if pending is not None:
+                handed_out += 1
+                yield Records(pending, _NO_REJECTS)
+            pending = _numbered(pl.from_arrow(batch), rows_read, width)
+            rows_read += batch.num_rows
         rejects = con.execute(
             "SELECT line, min(line_byte_position), any_value(error_type ORDER BY column_idx)"
             " FROM reject_errors GROUP BY line ORDER BY line"
         ).fetchall()
     except duckdb.Error:
-        return _read_with_python(path, options, width)
+        rejects = [(0, 0, "READ ERROR")]
     finally:
         con.close()
     # A stray or unclosed quote makes DuckDB's reader fail everything up to where it resyncs,
     # and an over-long line is not read at all: the line-by-line reader decides those files.
     if any(kind not in _PER_RECORD for _, _, kind in rejects):
-        return _read_with_python(path, options, width)
-    rows = rows.with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64))
-    rows = _drop_blank(rows, width)
+        if handed_out:
+            raise Reread()
+        yield from read_chunks(path, options, width, line_endings, rows_per_chunk, line_reader=True)
+        return
     failed = [_reject(path, line, position, kind, options, width) for line, position, kind in rejects]
-    return Records(rows, _rejects_frame([item for item in failed if item is not None]))
+    if pending is None:
+        pending = _numbered(pl.DataFrame(schema={c: pl.String for c in columns}), 0, width)
+    yield Records(pending, _rejects_frame([item for item in failed if item is not None]))
+
+
+def _numbered(rows: pl.DataFrame, before: int, width: int) -> pl.DataFrame:
+    rows = rows.with_row_index("row", offset=before + 1).with_columns(pl.col("row").cast(pl.Int64))
+    return _drop_blank(rows, width)
+
+
+def _sliced(records: Records, size: int) -> Iterator[Records]:
+    """A whole file's records as chunks (the line reader holds them all anyway)."""
+    starts = range(0, records.rows.height, size) if records.rows.height else [0]
+    for start in starts:
+        last = start + size >= records.rows.height
+        yield Records(records.rows.slice(start, size), records.rejects if last else _NO_REJECTS)
 
 
 # Rejects that DuckDB reports for one record alone.
@@ -124,9 +166,12 @@ def _reject(path: Path, line: int, position: int, kind: str, options: ImportOpti
     return line, cells, f"unreadable record: {kind.lower()}"
 
 
+_REJECTS_SCHEMA = {"line": pl.Int64, "cells": pl.List(pl.String), "error": pl.String}
+_NO_REJECTS = pl.DataFrame(schema=_REJECTS_SCHEMA)
+
+
 def _rejects_frame(items: list[tuple]) -> pl.DataFrame:
-    return pl.DataFrame(items, schema={"line": pl.Int64, "cells": pl.List(pl.String),
-                                       "error": pl.String}, orient="row")
+    return pl.DataFrame(items, schema=_REJECTS_SCHEMA, orient="row")
 
 
 def _drop_blank(rows: pl.DataFrame, width: int) -> pl.DataFrame:

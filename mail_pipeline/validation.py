@@ -2,6 +2,7 @@
 valid row, a `failed` row with its reason, or a `skipped_duplicate` row. Nothing is dropped."""
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import pandera.polars as pa
@@ -66,9 +67,8 @@ FAILED_SCHEMA = {"row": pl.Int64, "line": pl.Int64, "cells": pl.List(pl.String),
 
 @dataclass(frozen=True)
 class Validated:
-    valid: pl.DataFrame       # ValidRow + EXTRA_COLUMNS
+    valid: pl.DataFrame       # ValidRow + EXTRA_COLUMNS + key_hash, duplicates not yet removed
     failed: pl.DataFrame      # FAILED_SCHEMA: the record as it came and the reason
-    duplicates: pl.DataFrame  # row, email
     number_of_records: int
 
 
@@ -196,25 +196,39 @@ def reasons(parsed: pl.DataFrame, columns: list[str], mapping: Mapping) -> pl.Da
 
 def validate(records: Records, columns: list[str], mapping: Mapping,
              date_format: str = "mdy") -> Validated:
-    """Parse, check and deduplicate the records; the first occurrence of an email wins."""
+    """Parse and check one chunk of records. Duplicates are found later, across all chunks
+    (`duplicates`); `key_hash` is there for that."""
     parsed = parse(records, mapping, date_format)
     failures = reasons(parsed, columns, mapping)
     # Failures are few: mark them by position rather than joining the whole frame.
     is_failed = pl.int_range(pl.len(), dtype=pl.UInt32).is_in(failures["index"].implode())
-    ok = parsed.filter(~is_failed).select(
+    valid = parsed.filter(~is_failed).select(
         "row", pl.col("email_key").alias("email"), "name", "subscriber_status",
         "subscription_status", "attributes", "custom_fields", "email_format", *IP_FIELDS,
         *[pl.col(c) if c in parsed.columns else pl.lit(None, dtype).alias(c)
-          for c, dtype in EXTRA_COLUMNS.items()])
-    first = ok["email"].is_first_distinct()
-    valid, duplicates = ok.filter(first), ok.filter(~first).select("row", "email")
+          for c, dtype in EXTRA_COLUMNS.items()],
+        pl.col("email_key").hash().alias("key_hash"))
     failed_rows = (records.rows.with_row_index("index").join(failures, on="index")
                    if failures.height else records.rows.clear().with_columns(error=pl.lit(None, pl.String)))
     failed = pl.concat([
+        records.rejects.select(pl.lit(None, pl.Int64).alias("row"), "line", "cells", "error"),
         failed_rows.select(
             "row", pl.lit(None, pl.Int64).alias("line"),
             pl.concat_list(pl.col(f"c{i}").fill_null("") for i in range(len(columns))).alias("cells"),
             "error"),
-        records.rejects.select(pl.lit(None, pl.Int64).alias("row"), "line", "cells", "error"),
     ]).cast(FAILED_SCHEMA)
-    return Validated(ValidRow.validate(valid), failed, duplicates, records.count)
+    return Validated(ValidRow.validate(valid), failed, records.count)
+
+
+def duplicates(parts: list[Path]) -> pl.DataFrame:
+    """The rows (row, email) whose email an earlier row of the file already has: the first
+    occurrence wins. Only rows whose key hash repeats are compared by email, so the whole
+    file's emails are never held at once; the comparison itself is exact."""
+    if not parts:
+        return pl.DataFrame(schema={"row": pl.Int64, "email": pl.String})
+    hashes = pl.scan_parquet(parts).select("key_hash")
+    repeated = hashes.filter(pl.col("key_hash").is_duplicated()).unique().collect()["key_hash"]
+    return (pl.scan_parquet(parts).select("row", "email", "key_hash")
+            .filter(pl.col("key_hash").is_in(repeated.implode()))
+            .sort("row").filter(~pl.col("email").is_first_distinct())
+            .select("row", "email").collect())

@@ -144,7 +144,7 @@ def test_batches_apply_exactly_once_when_an_import_is_merged_again(write_csv):
     pipeline.merge_import(pipeline.Folder.of(import_id), home.database_path())  # a resumed run re-enters the merge
     assert query("SELECT count(*), count(DISTINCT email) FROM subscribers") == [(25, 25)]
     assert query("SELECT count(*) FROM import_batches WHERE import_id = ?", [import_id]) == [(3,)]
-    assert sorted(merge.outcomes(pipeline.Folder.of(import_id).outcomes)["row"]) == list(range(1, 26))
+    assert sorted(merge.outcomes(pipeline.Folder.of(import_id).outcomes).collect()["row"]) == list(range(1, 26))
 
 
 def test_a_failed_batch_leaves_nothing_behind(write_csv, monkeypatch):
