@@ -9,10 +9,11 @@ Output: a frame with the same length and order, columns
     email_error (Utf8): `str(exc)` of the package's EmailNotValidError; null when accepted
 A null or empty (after trimming) cell is rejected with error "email is missing".
 
-The package costs 20-40 µs per call, so only values it would certainly accept, and whose
-normalized form is just the input with the domain lower-cased, are decided by vectorised
-Polars expressions (`fast_path`). Every other distinct value, including every rejection,
-goes through `email_validator.validate_email` itself, so keys and messages are its own.
+The package costs 20-40 µs per call, so values it would certainly accept, and whose normalized
+form is just the input with the domain lower-cased, are decided by vectorised Polars expressions
+(`fast_path`), and so are the common shapes of bad addresses whose message is certain
+(`_REJECTS`). Every other distinct value goes through `email_validator.validate_email` itself,
+so keys and messages are its own.
 """
 import re
 import sys
@@ -67,6 +68,48 @@ def _fast(v: pl.Expr) -> pl.Expr:
     ).fill_null(False)
 
 
+# Rejections decided without the package, for the shapes bad addresses mostly take. Each is
+# the package's own message for every string of its shape, by the order of its checks
+# (email_validator 2.4, syntax.py): split_email runs first, then the local part, then the
+# domain. Every shape is ASCII, so the package's NFC and combining-character checks are no-ops,
+# and has no quote or "<", so there is neither a quoted local part nor a display name.
+# `tests/test_emails.py` checks each shape against the package on generated strings.
+_ATEXT = "A-Za-z0-9_+-"  # a subset of the package's ATEXT, dot excluded
+_LOCAL = rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*"  # DOT_ATOM_TEXT accepts it
+_ASCII = r"[\x20-\x7e]"
+_REJECTS = (
+    # split_email finds no @-sign (nor "<" or a full-width at-sign).
+    (rf"^[{_ATEXT}.]+$", "An email address must have an @-sign."),
+    # The local part is empty: checked before anything after the @-sign.
+    (rf"^@{_ASCII}*$", "There must be something before the @-sign."),
+    # A valid local part, then a space: the only character outside ATEXT_INTL_DOT.
+    (rf"^[{_ATEXT}.]*(?: [{_ATEXT}.]*)+@{_ASCII}*$",
+     "The email address contains invalid characters before the @-sign: SPACE."),
+    # A local part of atext, not starting or ending with a dot, with two dots in a row.
+    (rf"^[{_ATEXT}]+(?:\.+[{_ATEXT}]+)*\.{{2,}}[{_ATEXT}]+(?:\.+[{_ATEXT}]+)*@{_ASCII}*$",
+     "An email address cannot have two periods in a row."),
+    # A valid local part, and nothing after the @-sign.
+    (rf"^{_LOCAL}@$", "There must be something after the @-sign."),
+    # A valid local part, then a domain whose only bad character is "@" (within the length
+    # limit, which the package checks first).
+    (rf"^{_LOCAL}@@[A-Za-z0-9.@-]*$", "The part after the @-sign contains invalid characters: '@'."),
+    # A valid local part, then one hostname label (at most 63 characters, no "--") and no dot.
+    (rf"^{_LOCAL}@[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*$",
+     "The part after the @-sign is not valid. It should have a period."),
+)
+
+
+def _rejected(v: pl.Expr) -> pl.Expr:
+    """The package's message where the value has one of the shapes above, else null."""
+    message = pl.lit(None, pl.Utf8)
+    for pattern, text in reversed(_REJECTS):
+        message = pl.when(v.str.contains(pattern)).then(pl.lit(text)).otherwise(message)
+    # The package checks a domain's length and labels' lengths before these two messages.
+    domain_ok = (v.str.len_bytes() <= EMAIL_MAX_LENGTH) & ~v.str.contains(_LONG_LABEL_RE)
+    return (pl.when(message.is_in([_REJECTS[5][1], _REJECTS[6][1]]) & ~domain_ok)
+            .then(pl.lit(None, pl.Utf8)).otherwise(message))
+
+
 def fast_path(trimmed: pl.Series) -> pl.Series:
     """True where the package certainly accepts the trimmed value, with key `value.lower()`."""
     return pl.select(_fast(pl.lit(trimmed, dtype=pl.Utf8))).to_series()
@@ -84,22 +127,29 @@ def check_emails(emails: pl.Series) -> pl.DataFrame:
     v = pl.col("v")
     frame = pl.DataFrame({"v": emails.cast(pl.Utf8).str.strip_chars(_PY_WHITESPACE)})
     frame = frame.with_columns(fast=_fast(v))
-    # Vectorised result for fast and missing rows; the slow rows are filled in below.
+    # Vectorised result for fast and missing rows; the others are filled in below.
     missing = v.is_null() | (v == "")
     out = frame.select(
         email_key=pl.when("fast").then(v.str.to_lowercase()),
         email_error=pl.when(missing).then(pl.lit(MISSING)),
     )
-    # Only the few remaining rows are de-duplicated: a unique() over a million mostly distinct
-    # strings costs more than the fast path, but one package call per distinct value is the
-    # big cost, and duplicates are common in imports.
-    slow = frame.with_row_index("i").filter(~pl.col("fast") & ~missing)
+    # The rest are few: the shapes of common bad addresses are rejected by expression, and
+    # only what remains is de-duplicated (a unique() over a million mostly distinct strings
+    # costs more than the fast path, but one package call per distinct value is the big cost,
+    # and duplicates are common in imports).
+    rest = (frame.with_row_index("i").filter(~pl.col("fast") & ~missing)
+            .with_columns(rejected=_rejected(v)))
+    slow = rest.filter(pl.col("rejected").is_null())
     if slow.height:
         distinct = slow["v"].unique().to_list()
         keys, errors = zip(*map(_validate, distinct))
         results = pl.DataFrame({"v": distinct, "k": list(keys), "e": list(errors)},
                                schema={"v": pl.Utf8, "k": pl.Utf8, "e": pl.Utf8})
         slow = slow.join(results, on="v", how="left")
-        out = out.with_columns(out["email_key"].scatter(slow["i"], slow["k"]),
-                               out["email_error"].scatter(slow["i"], slow["e"]))
+        out = out.with_columns(out["email_key"].scatter(slow["i"], slow["k"]))
+    rejected = rest.filter(pl.col("rejected").is_not_null())
+    errors = pl.concat([rejected.select("i", e="rejected"), slow.select("i", "e")]) if slow.height \
+        else rejected.select("i", e="rejected")
+    if errors.height:
+        out = out.with_columns(out["email_error"].scatter(errors["i"], errors["e"]))
     return out

@@ -15,6 +15,7 @@ from typing import Iterator, TextIO
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.options import ImportOptions
@@ -90,14 +91,14 @@ def read_chunks(path: Path, options: ImportOptions, width: int, line_endings: st
             params=[str(path), 1 if options.header else 0, options.delimiter,
                     options.quote, options.quote, columns],
         ).to_arrow_reader(min(rows_per_chunk, 1 << 30))
-        for batch in batches:
+        for rows in _gathered(batches, rows_per_chunk):
             # Each chunk is handed out only once the next one is read, so that the last
             # can carry the rejects.
             if pending is not None:
                 handed_out += 1
                 yield Records(pending, _NO_REJECTS)
-            pending = _numbered(pl.from_arrow(batch), rows_read, width)
-            rows_read += batch.num_rows
+            pending = _numbered(rows, rows_read, width)
+            rows_read += rows.height
         rejects = con.execute(
             "SELECT line, min(line_byte_position), any_value(error_type ORDER BY column_idx)"
             " FROM reject_errors GROUP BY line ORDER BY line"
@@ -117,6 +118,20 @@ def read_chunks(path: Path, options: ImportOptions, width: int, line_endings: st
     if pending is None:
         pending = _numbered(pl.DataFrame(schema={c: pl.String for c in columns}), 0, width)
     yield Records(pending, _rejects_frame([item for item in failed if item is not None]))
+
+
+def _gathered(batches: pa.RecordBatchReader, rows: int) -> Iterator[pl.DataFrame]:
+    """DuckDB hands out about 100k rows at a time, whatever is asked: gather them into chunks
+    of `rows`, so the per-chunk work (checks, a Parquet part) is paid once per chunk."""
+    gathered, count = [], 0
+    for batch in batches:
+        gathered.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pl.from_arrow(pa.Table.from_batches(gathered))
+            gathered, count = [], 0
+    if gathered:
+        yield pl.from_arrow(pa.Table.from_batches(gathered))
 
 
 def _numbered(rows: pl.DataFrame, before: int, width: int) -> pl.DataFrame:

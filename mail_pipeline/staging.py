@@ -48,7 +48,7 @@ class _LineEndings:
         crlf = (chunk.count(b"\r\n") if cr else 0) + straddling  # the two-byte search is slower
         self.crlf += crlf
         self.lf += chunk.count(b"\n") - crlf
-        self.cr += cr - crlf + straddling
+        self.cr += cr - crlf  # (a straddling CRLF takes back the CR counted alone before)
         self._last = chunk[-1:]
 
     def lines(self) -> int:

@@ -40,6 +40,17 @@ def _duckdb(values: pl.Series, query: str) -> pl.DataFrame:
 def json_objects(values: pl.Series) -> pl.Series:
     """True where the text is a JSON object (RFC 8259, no repeated top-level key), False where
     it is not, null where there is none."""
+    # Attribute cells repeat a lot (the same few keys and values): each distinct text is
+    # parsed once.
+    distinct = values.drop_nulls().unique()
+    if distinct.len() < values.len() // 2:
+        ok = _json_objects(distinct)
+        return (values.to_frame("v").join(pl.DataFrame({"v": distinct, "ok": ok}), on="v",
+                                         how="left", maintain_order="left")["ok"])
+    return _json_objects(values)
+
+
+def _json_objects(values: pl.Series) -> pl.Series:
     checked = _duckdb(
         values,
         # json_keys parses once: null for text that is not JSON, [] for non-objects.

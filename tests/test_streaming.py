@@ -1,0 +1,49 @@
+"""Large files are read in chunks: the outcome must not depend on where the chunks fall."""
+from mail_pipeline import home, pipeline
+from mail_pipeline.options import build
+from mail_pipeline.staging import _LineEndings
+from tests.helpers import categories, log_lines, query
+
+
+def import_in_chunks(path, rows_per_chunk, **options):
+    """run_import, with the validated stage reading `rows_per_chunk` rows at a time."""
+    folder = pipeline.Folder.of(home.new_import_id())
+    pipeline.stage_raw(folder, build(options), path)
+    pipeline.validate_import(folder, rows_per_chunk=rows_per_chunk)
+    pipeline.merge_import(folder, home.database_path())
+    return folder, pipeline.write_import_logs(folder)
+
+
+def test_a_crlf_split_across_read_chunks_is_one_line_end():
+    ends = _LineEndings()
+    for chunk in (b"a\r\nb\r", b"\nc\r\n"):
+        ends.feed(chunk)
+    assert (ends.kind(), ends.lines()) == ("crlf", 3)
+
+
+def test_duplicates_and_failures_across_chunks_match_a_single_chunk(write_csv, tmp_path):
+    rows = ["email,name"]
+    for i in range(40):
+        rows.append(f"u{i % 15}@example.com,N{i}" if i % 7 else f"bad {i},N{i}")
+    path = write_csv("\n".join(rows) + "\n")
+    outcomes = []
+    for size in (1, 4, 1000):  # the chunk boundary must not matter
+        folder, stats = import_in_chunks(path, size, lists=[f"list{size}"])
+        assert len(pipeline.parts(folder.valid)) == (40 if size == 1 else 10 if size == 4 else 1)
+        outcomes.append((categories(stats), log_lines(folder.import_id, "skipped_duplicate"),
+                         log_lines(folder.import_id, "failed")))
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+    counts, duplicates, failed = outcomes[0]
+    # Per list: the first row of each address is added; later rows of it are duplicates.
+    assert counts == {"added": 15, "failed": 6, "skipped_duplicate": 19}
+    assert duplicates[:2] == ["u1@example.com", "u2@example.com"]  # the 17th and 18th records
+    assert failed[1].startswith("bad 0,N0,")
+    assert query("SELECT count(*) FROM subscribers") == [(15,)]
+
+
+def test_a_file_duckdb_gives_up_on_midway_is_read_again_line_by_line(write_csv):
+    # A stray quote far down the file: DuckDB's reader has handed out chunks before it fails.
+    rows = ["email,name"] + [f"u{i}@example.com,N{i}" for i in range(30)] + ['x@example.com,"a"b']
+    folder, stats = import_in_chunks(write_csv("\n".join(rows) + "\n"), 5, lists=["news"])
+    assert categories(stats) == {"added": 30, "failed": 1}
+    assert log_lines(folder.import_id, "failed")[1].endswith("unreadable record: unquoted value")
