@@ -37,6 +37,9 @@ CASE
 END
 """
 
+# Every row is classified at once, but only from its key columns: joins that carry names,
+# attributes and the like spill to disk under the memory cap and cost several times more. A
+# batch reads its rows' other columns from the Parquet parts when it is applied (`_BATCH`).
 # Subscribers are looked up once; only the rows found are then looked up among the
 # subscriptions, which keeps the second join small when most rows are new.
 # A row's own lists: list name → subscription status, from an export's `lists` column.
@@ -48,7 +51,7 @@ WITH target AS (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list),
 -- The validated rows not yet applied, less the file's duplicates. Batches are ranges of file
 -- rows (so a batch holds at most batch_size rows), numbered on from the last committed one.
 incoming AS (
-  SELECT * EXCLUDE (key_hash), $first_batch + (row - $last_row - 1) // $size AS batch
+  SELECT row, email, lists, $first_batch + (row - $last_row - 1) // $size AS batch
   FROM read_parquet($valid)
   WHERE row > $last_row AND row NOT IN (SELECT row FROM read_parquet($duplicates))
 ),
@@ -77,13 +80,11 @@ row_lists_missing AS (
 joined AS (
   SELECT l.*, coalesce(t.on_lists, 0) AS on_lists,
          coalesce(m.missing, 0) AS row_lists_missing, t.lists_on, {_GATE} AS gate,
-         coalesce(t.any_unsubscribed, false) AS any_unsubscribed,
-         (l.attributes IS NOT NULL OR l.custom_fields IS NOT NULL OR $defaults IS NOT NULL)
-           AS has_attributes
+         coalesce(t.any_unsubscribed, false) AS any_unsubscribed
   FROM looked_up l LEFT JOIN on_targets t ON t.email = l.email
   LEFT JOIN row_lists_missing m ON m.email = l.email
 )
-SELECT *,
+SELECT * EXCLUDE (email, lists), lists IS NOT NULL AS has_lists,
   -- whether overwrite_when_status lets an overwrite touch this subscriber
   CASE gate WHEN 'scomp' THEN $when_scomp WHEN 'bounced' THEN $when_bounced
        WHEN 'deactivated' THEN $when_deactivated WHEN 'unsubscribed' THEN $when_unsubscribed
@@ -102,6 +103,7 @@ SELECT *,
     ELSE 'updated'
   END AS category
 FROM joined
+ORDER BY row  -- so that each batch's filter reads only its own row groups
 """
 
 # A row's attributes: GreenArrow's default_custom_fields, then the file's JSON object, then its
@@ -127,18 +129,25 @@ def _tag_set(*lists: str) -> str:
     return f"list_sort(list_distinct(list_concat({', '.join(lists)}, $tags::VARCHAR[])))"
 _MERGED_ATTRIBUTES = f"to_json(map_concat({_as_map('s.attributes')}, {_as_map(_NEW_ATTRIBUTES)}))"
 
-# One batch's rows, as a view (classified_all is in row order, so the filter reads only the
-# batch's row groups). With a subscriber limit, new subscribers beyond it are skipped, counted
-# against the store as it stands when the batch commits (ranking sorts, so only then).
-# Views take no parameters; the batch number is an int formatted in, never user text.
-_BATCH = "CREATE OR REPLACE TEMP VIEW classified AS SELECT * FROM classified_all WHERE batch = {batch:d}"
+# One batch's rows, whole: their classification joined with their columns, read from the
+# Parquet parts by row range (parts are in row order, so only the batch's row groups are read).
+# With a subscriber limit, new subscribers beyond it are skipped, counted against the store as
+# it stands when the batch commits (ranking sorts, so only then).
+_BATCH = """
+CREATE OR REPLACE TEMP TABLE batch_rows AS
+SELECT v.* EXCLUDE (key_hash), c.* EXCLUDE (row, batch),
+       (v.attributes IS NOT NULL OR v.custom_fields IS NOT NULL OR $defaults IS NOT NULL)
+         AS has_attributes
+FROM (SELECT * FROM classified_all WHERE batch = $batch) c
+JOIN (SELECT * FROM read_parquet($valid) WHERE row BETWEEN $first_row AND $last_row) v USING (row)
+"""
 _BATCH_WITH_LIMIT = """
 CREATE OR REPLACE TEMP TABLE limited AS
 SELECT * REPLACE (CASE
     WHEN NOT known AND row_number() OVER (PARTITION BY known ORDER BY row)
          + (SELECT count(*) FROM subscribers) > $limit THEN 'skipped_over_limit'
     ELSE category END AS category)
-FROM classified_all WHERE batch = $batch
+FROM batch_rows
 """
 
 _INSERT_LISTS = """
@@ -327,26 +336,27 @@ def _merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: list[str], dup
         _run(con, _CLASSIFY, params)
     else:  # nothing valid in the file: nothing to classify
         con.execute("CREATE OR REPLACE TEMP TABLE classified_all AS SELECT NULL::INTEGER AS batch,"
-                    " NULL::VARCHAR AS category, NULL::BOOLEAN AS known, NULL::VARCHAR AS lists LIMIT 0")
+                    " NULL::BIGINT AS row, NULL::VARCHAR AS category, NULL::BOOLEAN AS known,"
+                    " NULL::BOOLEAN AS has_lists LIMIT 0")
     # Which statements each batch needs: an UPDATE scans a whole table even when no row of the
     # batch asks for it, so statements with nothing to do are left out.
-    batches = {batch: (rows, (new, known, row_lists)) for batch, rows, new, known, row_lists in con.execute(
-        "SELECT batch, count(*), bool_or(category = 'added' AND NOT known),"
+    batches = {number: Batch(valid, *rest) for number, *rest in con.execute(
+        "SELECT batch, min(row), max(row), count(*), bool_or(category = 'added' AND NOT known),"
         " bool_or(category IN ('added', 'updated') AND known),"
-        " bool_or(category IN ('added', 'updated') AND lists IS NOT NULL)"
+        " bool_or(category IN ('added', 'updated') AND has_lists)"
         " FROM classified_all GROUP BY batch ORDER BY batch").fetchall()}
     [(done_before,)] = con.execute("SELECT coalesce(sum(rows), 0) FROM import_batches WHERE import_id = ?",
                                    [import_id]).fetchall()
     last = max(batches, default=first_batch - 1)
     done = done_before
     for number in sorted(batches):
-        rows, needs = batches[number]
         with _transaction(con, commit):
-            _apply(con, import_id, number, options, outcomes_dir, needs)
-        done += rows
+            _apply(con, import_id, number, options, outcomes_dir, batches[number])
+        done += batches[number].rows
         if on_progress:
             on_progress(Progress(number + 1, last + 1, done))
-    con.execute("DROP TABLE IF EXISTS classified_all")
+    con.execute("DROP TABLE IF EXISTS classified_all; DROP TABLE IF EXISTS batch_rows;"
+                " DROP TABLE IF EXISTS limited")
     if unsubscribe_others:
         with _transaction(con, commit):
             _unsubscribe_others(con, import_id, valid, options, outcomes_dir)
@@ -411,19 +421,32 @@ def outcome_path(outcomes_dir: Path, number: int) -> Path:
     return outcomes_dir / f"batch-{number:06d}.parquet"
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One batch to apply: where its rows are, and which statements it needs."""
+    valid: list[str]  # the validated frame's parts
+    first_row: int
+    last_row: int
+    rows: int
+    new: bool  # it adds new subscribers
+    known: bool  # it changes known ones
+    row_lists: bool  # rows bring their own lists
+
+
 def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options: ImportOptions,
-           outcomes_dir: Path, needs: tuple[bool, bool, bool]) -> None:
-    """Apply one batch (the caller holds its transaction). `needs` says whether it adds new
-    subscribers, whether it changes known ones, and whether rows bring their own lists;
-    statements with nothing to do are left out."""
-    params = {**_parameters(options, datetime.now(timezone.utc)), "batch": number}
+           outcomes_dir: Path, batch: Batch) -> None:
+    """Apply one batch (the caller holds its transaction); statements with nothing to do are
+    left out."""
+    params = {**_parameters(options, datetime.now(timezone.utc)), "batch": number,
+              "valid": batch.valid, "first_row": batch.first_row, "last_row": batch.last_row}
     _run(con, _INSERT_LISTS, params)
+    _run(con, _BATCH, params)
     if options.subscriber_limit is None:
-        con.execute(_BATCH.format(batch=number))
+        con.execute("CREATE OR REPLACE TEMP VIEW classified AS SELECT * FROM batch_rows")
     else:  # materialised: the count it ranks against moves as the batch inserts
         _run(con, _BATCH_WITH_LIMIT, params)
         con.execute("CREATE OR REPLACE TEMP VIEW classified AS SELECT * FROM limited")
-    new, known, row_lists = needs
+    new, known, row_lists = batch.new, batch.known, batch.row_lists
     for sql, needed in ((_UPDATE_SUBSCRIBERS, known), (_UPDATE_SUBSCRIPTIONS, known),
                         (_INSERT_SUBSCRIBERS, new), (_INSERT_SUBSCRIPTIONS_KNOWN, known),
                         (_INSERT_SUBSCRIPTIONS_NEW, new), (_INSERT_ROW_SUBSCRIPTIONS, row_lists)):

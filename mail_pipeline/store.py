@@ -4,6 +4,8 @@ DuckDB lets one process write a file at a time, so every writer goes through `co
 waits for a lock held by another process instead of failing at once.
 """
 import fcntl
+import os
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +75,21 @@ ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS remove_ip VARCHAR;
 """
 
 
+# DuckDB's memory cap for the store (imports and exports): beyond it, joins and sorts spill to
+# `<store>.tmp/` beside the file instead of taking the machine down. With the import's own
+# chunk of rows in Polars (about 0.3 GB per million rows), the default keeps a whole import
+# under 1 GB. Set MAIL_PIPELINE_MEMORY_LIMIT (a DuckDB size, e.g. "2GB") to change it.
+DEFAULT_MEMORY_LIMIT = "500MB"
+
+
+def _memory_limit() -> str:
+    value = os.environ.get("MAIL_PIPELINE_MEMORY_LIMIT", "").strip() or DEFAULT_MEMORY_LIMIT
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
+        raise MailPipelineError(f"invalid MAIL_PIPELINE_MEMORY_LIMIT {value!r}: expected a size "
+                                "such as 500MB or 2GB")
+    return value
+
+
 def empty() -> duckdb.DuckDBPyConnection:
     """An empty store in memory: what a dry run merges into when there is no store yet, so that
     previewing never creates one."""
@@ -82,7 +99,7 @@ def empty() -> duckdb.DuckDBPyConnection:
 
 
 @contextmanager
-def writer(path: Path, memory_limit: str = "2GB",
+def writer(path: Path, memory_limit: Optional[str] = None,
            on_wait: Optional[Callable[[], None]] = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """The store, for one writer at a time across every process, however its run was launched
     (the queue's pool covers runs the daemon starts; a command-line run in its own process is
@@ -102,13 +119,14 @@ def writer(path: Path, memory_limit: str = "2GB",
             con.close()
 
 
-def connect(path: Path, wait_seconds: float = 600.0, memory_limit: str = "2GB") -> duckdb.DuckDBPyConnection:
+def connect(path: Path, wait_seconds: float = 600.0,
+            memory_limit: Optional[str] = None) -> duckdb.DuckDBPyConnection:
     """Open the store for writing, creating its tables; waits while another process holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            con = duckdb.connect(str(path), config={"memory_limit": memory_limit})
+            con = duckdb.connect(str(path), config={"memory_limit": memory_limit or _memory_limit()})
             break
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:
