@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from assets.partitions import imports_partitions
-from mail_pipeline import control, home, retention
+from mail_pipeline import control, home, retention, reuse
 
 
 class RetentionConfig(dg.Config):
@@ -40,7 +40,9 @@ def purge_old_imports(context: dg.OpExecutionContext, config: RetentionConfig) -
             context.log.info(f"import {import_id}: logs and working files purged")
         instance.delete_dynamic_partition(imports_partitions.name, import_id)
     previews = retention.purge_previews(config.days, now)
-    context.add_output_metadata({"imports_purged": len(due), "previews_purged": previews})
+    reused = reuse.purge(config.days, now)
+    context.add_output_metadata({"imports_purged": len(due), "previews_purged": previews,
+                                 "validated_frames_purged": reused})
     return len(due)
 
 

@@ -35,10 +35,17 @@ _STATES = {
 }
 
 
+_instances: dict[str, dg.DagsterInstance] = {}
+
+
 def instance() -> dg.DagsterInstance:
-    """The Dagster instance under the home folder (its dagster.yaml written on first use)."""
-    os.environ["DAGSTER_HOME"] = str(home.dagster_home())
-    return dg.DagsterInstance.get()
+    """The Dagster instance under the home folder (its dagster.yaml written on first use).
+    One per home and process: opening its storage costs about a second."""
+    path = str(home.dagster_home())
+    os.environ["DAGSTER_HOME"] = path
+    if path not in _instances:
+        _instances[path] = dg.DagsterInstance.get()
+    return _instances[path]
 
 
 def run_config(options: ImportOptions) -> dict:

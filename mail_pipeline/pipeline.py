@@ -15,8 +15,8 @@ from typing import Callable, Optional
 
 import polars as pl
 
-from mail_pipeline import (control, download, home, logs, mapping, merge, reading, staging, store,
-                           validation)
+from mail_pipeline import (control, download, home, logs, mapping, merge, reading, reuse, staging,
+                           store, validation)
 from mail_pipeline.files import read_json, replacing, write_json
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.options import ImportOptions, build
@@ -139,8 +139,9 @@ def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = N
     return metadata
 
 
-# Rows read and checked at a time: memory stays flat whatever the file's size.
-ROWS_PER_CHUNK = 1_000_000
+# Rows read and checked at a time: memory stays flat whatever the file's size (10M rows: at 250k
+# a chunk the validated stage peaks at 0.73 GB, at 500k 1.0 GB, at 1M 1.5 GB, in the same time).
+ROWS_PER_CHUNK = 250_000
 
 
 def parts(directory: Path) -> list[Path]:
@@ -154,13 +155,33 @@ def validate_import(folder: Folder, rows_per_chunk: int = ROWS_PER_CHUNK) -> dic
     options = build(staged["options"])
     columns = columns_of(reading.read_header(folder.source, options), options)
     resolved = mapping.resolve(columns, options)
+    cache_key = reuse.key(staged["staged"]["sha256"], staged["line_endings"], staged["options"])
+    if reuse.fetch(cache_key, folder.path, _VALIDATED):
+        summary = read_json(folder.validation)
+        logs.append_log(folder.path, "the same file was validated before with the same options: "
+                        "reusing its validated rows, failures and duplicates")
+    else:
+        summary = _validate(folder, options, columns, resolved, staged["line_endings"], rows_per_chunk)
+        reuse.keep(cache_key, folder.path, _VALIDATED)
+    for line in summary["mapping"]:
+        logs.append_log(folder.path, line)
+    logs.append_log(folder.path, f"read {summary['number_of_records']} records: {summary['valid']} "
+                    f"valid, {summary['failed']} failed, {summary['skipped_duplicate']} duplicates")
+    return summary
 
+
+# What the validated stage writes, all of it reusable for an identical file.
+_VALIDATED = ("valid", "failed", "duplicates.parquet", "validation.json")
+
+
+def _validate(folder: Folder, options: ImportOptions, columns: list[str],
+              resolved: mapping.Mapping, line_endings: str, rows_per_chunk: int) -> dict:
     def validate_chunks(line_reader: bool) -> int:
         for directory in (folder.valid, folder.failed):
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
         records = 0
-        chunks = reading.read_chunks(folder.source, options, len(columns), staged["line_endings"],
+        chunks = reading.read_chunks(folder.source, options, len(columns), line_endings,
                                      rows_per_chunk, line_reader)
         for number, chunk in enumerate(chunks):
             result = validation.validate(chunk, columns, resolved, options.date_format)
@@ -181,10 +202,6 @@ def validate_import(folder: Folder, rows_per_chunk: int = ROWS_PER_CHUNK) -> dic
                "number_of_records": number_of_records, "valid": read - duplicates.height,
                "failed": failed, "skipped_duplicate": duplicates.height}
     write_json(folder.validation, summary)
-    for line in summary["mapping"]:
-        logs.append_log(folder.path, line)
-    logs.append_log(folder.path, f"read {number_of_records} records: {summary['valid']} valid, "
-                    f"{failed} failed, {duplicates.height} duplicates")
     return summary
 
 

@@ -82,7 +82,8 @@ def read_chunks(path: Path, options: ImportOptions, width: int, line_endings: st
     con = duckdb.connect()  # in-memory: reading never touches the store
     handed_out, pending, rows_read = 0, None, 0
     try:
-        con.execute("SET enable_progress_bar = false")
+        # The reader's buffers stay small: a chunk at a time is all that is needed.
+        con.execute("SET enable_progress_bar = false; SET memory_limit = '256MB'")
         batches = con.sql(
             "SELECT * FROM read_csv(?, header=false, skip=?, delim=?, quote=?, escape=?, columns=?,"
             " auto_detect=false, strict_mode=true, null_padding=false, ignore_errors=true,"

@@ -167,3 +167,9 @@ def test_common_bad_addresses_need_no_package_call(monkeypatch):
     calls.clear()
     assert run(bad) == expected
     assert calls == []
+
+
+def test_the_spelled_out_whitespace_is_pythons_isspace():
+    import sys
+    from mail_pipeline.emails import _PY_WHITESPACE
+    assert _PY_WHITESPACE == "".join(filter(str.isspace, map(chr, range(sys.maxunicode + 1))))

@@ -21,7 +21,9 @@ def test_a_crlf_split_across_read_chunks_is_one_line_end():
     assert (ends.kind(), ends.lines()) == ("crlf", 3)
 
 
-def test_duplicates_and_failures_across_chunks_match_a_single_chunk(write_csv, tmp_path):
+def test_duplicates_and_failures_across_chunks_match_a_single_chunk(write_csv, monkeypatch):
+    from mail_pipeline import reuse
+    monkeypatch.setattr(reuse, "fetch", lambda *args: False)  # validate the same file each time
     rows = ["email,name"]
     for i in range(40):
         rows.append(f"u{i % 15}@example.com,N{i}" if i % 7 else f"bad {i},N{i}")
@@ -47,3 +49,18 @@ def test_a_file_duckdb_gives_up_on_midway_is_read_again_line_by_line(write_csv):
     folder, stats = import_in_chunks(write_csv("\n".join(rows) + "\n"), 5, lists=["news"])
     assert categories(stats) == {"added": 30, "failed": 1}
     assert log_lines(folder.import_id, "failed")[1].endswith("unreadable record: unquoted value")
+
+
+def test_the_same_file_imported_again_reuses_its_validated_frame(write_csv):
+    from tests.helpers import run_import
+    path = write_csv("email,name\na@x.com,A\nbad,B\na@x.com,A2\nb@x.com,B\n")
+    first, stats = run_import(path, lists=["news"])
+    second, again = run_import(path, lists=["news", "weekly"])  # merge options may differ
+    third, _ = run_import(path, lists=["news"], date_format="dmy")  # a reading option may not
+    reused = "reusing its validated rows"
+    assert not any(reused in line for line in log_lines(first, "log"))
+    assert any(reused in line for line in log_lines(second, "log"))
+    assert not any(reused in line for line in log_lines(third, "log"))
+    assert categories(stats) == {"added": 2, "failed": 1, "skipped_duplicate": 1}
+    assert categories(again) == {"added": 2, "failed": 1, "skipped_duplicate": 1}  # added to weekly
+    assert log_lines(second, "failed") == log_lines(first, "failed")
