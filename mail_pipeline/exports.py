@@ -81,7 +81,9 @@ def _guard(expr: str) -> str:
 # import's subscribe_time / confirm_time). A subscriber with none is cold.
 _QUERY = """
 WITH memberships AS (
-  SELECT email, to_json(map_from_entries(list((list, status) ORDER BY list)))::VARCHAR AS lists,
+  -- list_sort, not list(… ORDER BY list): an ordered aggregate cannot spill, and ran out of
+  -- memory under the cap at 10M subscriptions. (One row per email and list: the same order.)
+  SELECT email, to_json(map_from_entries(list_sort(list((list, status)))))::VARCHAR AS lists,
          max(greatest(coalesce(subscribe_time, confirm_time), coalesce(confirm_time, subscribe_time)))
            AS engaged_at
   FROM subscriptions GROUP BY email
