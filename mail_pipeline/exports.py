@@ -6,6 +6,8 @@ sees half an export. CSV text cells that a spreadsheet would run as a formula ge
 (`guard`), which an import strips again (`unguard`), so export → import → export is the identity.
 """
 import hashlib
+import shutil
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,13 +88,15 @@ WITH memberships AS (
   SELECT email, to_json(map_from_entries(list_sort(list((list, status)))))::VARCHAR AS lists,
          max(greatest(coalesce(subscribe_time, confirm_time), coalesce(confirm_time, subscribe_time)))
            AS engaged_at
-  FROM subscriptions GROUP BY email
+  FROM subscriptions WHERE ($low IS NULL OR email >= $low) AND ($high IS NULL OR email < $high)
+  GROUP BY email
 )
 SELECT {email} AS email, {name} AS name, s.status, s.attributes::VARCHAR AS attributes,
        to_json(s.tags)::VARCHAR AS tags, coalesce(m.lists, '{{}}')::VARCHAR AS lists,
        s.email_format, {created_at} AS created_at, {updated_at} AS updated_at
 FROM subscribers s LEFT JOIN memberships m ON m.email = s.email
-WHERE (len($statuses) = 0 OR list_contains($statuses, s.status))
+WHERE ($low IS NULL OR s.email >= $low) AND ($high IS NULL OR s.email < $high)
+  AND (len($statuses) = 0 OR list_contains($statuses, s.status))
   AND (len($lists) = 0 AND len($sub_statuses) = 0 OR EXISTS (
         SELECT 1 FROM subscriptions x WHERE x.email = s.email
           AND (len($lists) = 0 OR list_contains($lists, x.list))
@@ -128,15 +132,74 @@ def export(con: duckdb.DuckDBPyConnection, options: ExportOptions, dest: Path) -
     if options.format == "jsonl":  # nested JSON, not JSON in strings
         query = (f"SELECT * REPLACE (attributes::JSON AS attributes, tags::JSON AS tags,"
                  f" lists::JSON AS lists) FROM ({query})")
-    copy_options = {"csv": "FORMAT csv, HEADER true", "jsonl": "FORMAT json",
+    copy_options = {"csv": "FORMAT csv", "jsonl": "FORMAT json",
                     "parquet": "FORMAT parquet, COMPRESSION zstd"}[options.format]
     if options.gzip:
         copy_options += ", COMPRESSION gzip"
     dest.parent.mkdir(parents=True, exist_ok=True)
+    ranges = _slices(con)
     with replacing(dest) as tmp:
-        [(rows,)] = con.execute(f"COPY ({query}) TO '{_sql_path(tmp)}' ({copy_options})", params).fetchall()
+        if len(ranges) == 1:
+            rows = _copy(con, query, {**params, "low": None, "high": None}, tmp, copy_options, csv)
+        else:
+            rows = _copy_in_slices(con, query, params, ranges, tmp, copy_options, options)
         digest, size = _sha256(tmp)
     return Written(dest, int(rows), digest, size)
+
+
+# A store is exported a slice of subscribers (a range of emails) at a time: a slice's grouping,
+# join and sort fit in memory under the cap instead of spilling, and the slices, written in
+# order, make the same file a single statement would.
+SLICE_SUBSCRIBERS = 2_000_000
+
+
+def _slices(con: duckdb.DuckDBPyConnection) -> list[tuple[Optional[str], Optional[str]]]:
+    """Email ranges [low, high) of about SLICE_SUBSCRIBERS each, cut at a sample's quantiles."""
+    [(count,)] = con.execute("SELECT count(*) FROM subscribers").fetchall()
+    slices = -(-count // SLICE_SUBSCRIBERS)
+    if slices <= 1:
+        return [(None, None)]
+    sample = [email for (email,) in con.execute(
+        "SELECT email FROM subscribers USING SAMPLE reservoir(10000 ROWS) REPEATABLE (7)"
+        " ORDER BY email").fetchall()]
+    cuts = sorted({sample[len(sample) * i // slices] for i in range(1, slices)})
+    return list(zip([None, *cuts], [*cuts, None]))
+
+
+def _copy(con: duckdb.DuckDBPyConnection, query: str, params: dict, out: Path, copy_options: str,
+          header: bool) -> int:
+    header_option = f", HEADER {str(header).lower()}" if copy_options.startswith("FORMAT csv") else ""
+    [(rows,)] = con.execute(f"COPY ({query}) TO '{_sql_path(out)}' ({copy_options}{header_option})",
+                            params).fetchall()
+    return rows
+
+
+def _copy_in_slices(con: duckdb.DuckDBPyConnection, query: str, params: dict, ranges: list,
+                    out: Path, copy_options: str, options: "ExportOptions") -> int:
+    """Each slice to a part, then the parts into `out`: CSV and JSON Lines parts are joined
+    byte for byte (the header only in the first; gzip allows one member after another), Parquet
+    parts are read back in order into one file."""
+    rows = 0
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as work:
+        parts = [Path(work) / f"part-{number:05d}" for number in range(len(ranges))]
+        parquet = options.format == "parquet"
+        for number, ((low, high), part) in enumerate(zip(ranges, parts)):
+            rows += _copy(con, query, {**params, "low": low, "high": high}, part,
+                          "FORMAT parquet" if parquet else copy_options,
+                          header=number == 0 and options.format == "csv")
+        if parquet:
+            con.execute("SET preserve_insertion_order = true")  # the parts' order is the order
+            try:
+                con.execute(f"COPY (SELECT * FROM read_parquet(?)) TO '{_sql_path(out)}'"
+                            f" ({copy_options})", [[str(p) for p in parts]])
+            finally:
+                con.execute("SET preserve_insertion_order = false")
+        else:
+            with open(out, "wb") as joined:
+                for part in parts:
+                    with open(part, "rb") as f:
+                        shutil.copyfileobj(f, joined, 1 << 20)
+    return rows
 
 
 def _sql_path(path: Path) -> str:

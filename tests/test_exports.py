@@ -82,6 +82,24 @@ def test_every_format_reads_back_with_polars(store, tmp_path, fmt, gz):
     assert bob["created_at"].endswith("Z") and "T" in bob["created_at"]
 
 
+@pytest.mark.parametrize("fmt, gz", [("csv", False), ("csv", True), ("jsonl", True), ("parquet", False)])
+def test_a_store_exported_in_slices_gives_the_same_file(store, tmp_path, monkeypatch, fmt, gz):
+    from mail_pipeline import exports
+    options = build_export({"format": fmt, "gzip": gz, "lists": ["news", "offers"]})
+    whole = export(store, options, tmp_path / f"whole.{fmt}")
+    monkeypatch.setattr(exports, "SLICE_SUBSCRIBERS", 1)  # one slice per subscriber
+    assert len(exports._slices(store)) == 4
+    sliced = export(store, options, tmp_path / f"sliced.{fmt}")
+    assert sliced.rows == whole.rows == 3
+    if fmt == "parquet":  # (its bytes carry the writer's own metadata)
+        assert pl.read_parquet(sliced.path).equals(pl.read_parquet(whole.path))
+    else:
+        assert gzip.decompress(sliced.path.read_bytes()) == gzip.decompress(whole.path.read_bytes()) \
+            if gz else sliced.path.read_bytes() == whole.path.read_bytes()
+    if fmt == "csv" and gz:  # one gzip member after another reads back as one file
+        assert pl.read_csv(sliced.path).height == 3
+
+
 HOSTILE = ['=HYPERLINK("http://evil","x")', "+1", "-2", "@SUM(A1)", "\tcmd", "\rcmd", "'=already",
            "plain", "a=b"]
 
