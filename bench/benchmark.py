@@ -53,6 +53,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MAKE = ROOT.parent / "shared" / "bench" / "make_subscribers.py"
 DOCS = ROOT / "docs"
+# Where the time goes and why a target is missed: written by hand from these figures, and
+# included in docs/benchmarks.md each time it is regenerated.
+ANALYSIS = ROOT / "bench" / "analysis.md"
 DEFAULT_SIZES = "1000,10000,100000,1000000,10000000"
 LISTS = ["bench"]
 M, TEN_M = 1_000_000, 10_000_000
@@ -513,7 +516,7 @@ def write_docs(results: dict, fixed: dict | None, tables: dict, notes: list[str]
          "runs in its own process, times are inside the process unless called command times, "
          "and every ratio is between figures of the same run.\n"),
         f"Machine: {machine()}.\n",
-        "## Targets\n", tables["targets"], fixed_line(fixed),
+        "## Targets\n", tables["targets"], fixed_line(fixed), ANALYSIS.read_text(),
         "## Import, by size\n",
         ("A store holding the first N/2 subscribers imports the first N (half of them known). "
          "`ours s` is the Dagster run inside its process, launch to final document; `ours "
