@@ -22,6 +22,11 @@ concurrency:
     default_limit: 1
 telemetry:
   enabled: false
+# A step's raw stdout/stderr is not captured: the assets write everything through the run's event
+# log and the import's own log, and capture starts two processes per step (0.4 s a run).
+compute_logs:
+  module: dagster._core.storage.noop_compute_log_manager
+  class: NoOpComputeLogManager
 """
 
 POOL = "mail_pipeline_store"
