@@ -102,7 +102,8 @@ def state_of(run: dg.DagsterRun, import_id: str) -> str:
         return "downloading"
     if (folder.path / "waiting").exists():
         return "scheduled"  # waiting for the store, behind another import or export
-    return "importing" if folder.progress.exists() or folder.valid.exists() else "splitting"
+    # validation.json is written once the validated frame is whole (its parts appear earlier).
+    return "importing" if folder.progress.exists() or folder.validation.exists() else "splitting"
 
 
 def failure_message(inst: dg.DagsterInstance, run_id: str) -> Optional[str]:

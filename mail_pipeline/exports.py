@@ -149,7 +149,9 @@ def export(con: duckdb.DuckDBPyConnection, options: ExportOptions, dest: Path) -
 
 # A store is exported a slice of subscribers (a range of emails) at a time: a slice's grouping,
 # join and sort fit in memory under the cap instead of spilling, and the slices, written in
-# order, make the same file a single statement would.
+# order, hold the same rows in the same order as a single statement's file. (A gzip file then
+# has one member per slice, which gzip readers take as one stream; Parquet columns lose their
+# NOT NULL flag.)
 SLICE_SUBSCRIBERS = 2_000_000
 
 
@@ -177,7 +179,7 @@ def _copy(con: duckdb.DuckDBPyConnection, query: str, params: dict, out: Path, c
 def _copy_in_slices(con: duckdb.DuckDBPyConnection, query: str, params: dict, ranges: list,
                     out: Path, copy_options: str, options: "ExportOptions") -> int:
     """Each slice to a part, then the parts into `out`: CSV and JSON Lines parts are joined
-    byte for byte (the header only in the first; gzip allows one member after another), Parquet
+    byte for byte (the header only in the first; gzip allows one member after another); Parquet
     parts are read back in order into one file."""
     rows = 0
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as work:

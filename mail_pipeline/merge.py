@@ -338,6 +338,12 @@ def _merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: list[str], dup
               "duplicates": duplicates, "first_batch": first_batch, "last_row": last_row or 0,
               "size": options.batch_size}
     outcomes_dir.mkdir(parents=True, exist_ok=True)
+    # Outcomes of batches from here on were written by an attempt whose commit never came;
+    # the batches are renumbered from the last committed row, so none may be left behind.
+    for path in outcome_files(outcomes_dir):
+        if int(path.stem.removeprefix("batch-")) >= first_batch:
+            path.unlink()
+    _upgrade_outcomes(con, outcomes_dir, valid)
     if valid:
         [(max_row,)] = con.execute("SELECT coalesce(max(row), 0) FROM read_parquet(?)", [valid]).fetchall()
         slice_rows = max(options.batch_size, CLASSIFY_ROWS // options.batch_size * options.batch_size)
@@ -473,6 +479,19 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
     con.execute("INSERT INTO import_batches VALUES (?, ?, ?, ?, ?, ?)",
                 [import_id, number, rows["row"].min(), rows["row"].max(), rows.height,
                  params["now"]])
+
+
+def _upgrade_outcomes(con: duckdb.DuckDBPyConnection, outcomes_dir: Path, valid: list[str]) -> None:
+    """Outcomes written by an earlier version hold (row, category) only: add each row's email
+    from the validated frame, so an import paused before an upgrade can finish after it."""
+    for path in outcome_files(outcomes_dir):
+        if "email" in pl.read_parquet_schema(path):
+            continue
+        old = con.sql("SELECT o.row, v.email, o.category FROM read_parquet(?) o"
+                      " JOIN read_parquet(?) v USING (row) ORDER BY o.row",
+                      params=[str(path), valid]).pl()
+        with replacing(path) as tmp:
+            old.write_parquet(tmp)
 
 
 def outcome_files(outcomes_dir: Path) -> list[Path]:

@@ -214,6 +214,9 @@ def merge_import(folder: Folder, database: Path,
     options = load_options(folder)
     summary = read_json(folder.validation)
     already = summary["failed"] + summary["skipped_duplicate"]
+    if not parts(folder.valid):  # (a re-execution from an older version's validated frame)
+        raise MailPipelineError("the validated rows are missing: run the import's validated_frame "
+                                "step again")
 
     def progress(p: merge.Progress) -> None:
         write_json(folder.progress, {"stage": "merging", "batch": p.batch, "batches": p.batches,

@@ -104,7 +104,8 @@ def read_chunks(path: Path, options: ImportOptions, width: int, line_endings: st
             "SELECT line, min(line_byte_position), any_value(error_type ORDER BY column_idx)"
             " FROM reject_errors GROUP BY line ORDER BY line"
         ).fetchall()
-    except duckdb.Error:
+    except (duckdb.Error, pa.ArrowException, OSError):
+        # (an error while the reader streams comes through pyarrow, not as a duckdb.Error)
         rejects = [(0, 0, "READ ERROR")]
     finally:
         con.close()

@@ -5,11 +5,14 @@ The validated stage's outputs are hard-linked (copied where links cannot be made
 `cache/validated/<key>/`; the key covers the file's sha256, every option the stage reads and the
 versions of the code that decides validity. Retention removes entries with the imports.
 """
+import functools
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import unicodedata
 from datetime import datetime, timedelta
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +25,7 @@ from mail_pipeline import home
 # What the validated stage reads besides the file: anything else (lists, overwrite, tags, …)
 # only matters to the merge.
 READING_OPTIONS = ("header", "delimiter", "quote", "encoding", "mapping", "column_map", "date_format")
-_PACKAGES = ("mail-pipeline", "email-validator", "polars", "duckdb", "pandera")
+_PACKAGES = ("email-validator", "idna", "polars", "duckdb", "pandera")
 
 
 def root() -> Path:
@@ -31,11 +34,24 @@ def root() -> Path:
 
 def key(sha256: str, line_endings: str, options: dict) -> str:
     what = {"sha256": sha256, "line_endings": line_endings,
-            "options": {name: options.get(name) for name in READING_OPTIONS},
+            # In the options' own order: a column_map's order orders the custom fields.
+            "options": [[name, options.get(name)] for name in READING_OPTIONS],
             "versions": {p: _version(p) for p in _PACKAGES},
+            "python": [sys.version, unicodedata.unidata_version],
+            # This project's own code decides validity too, and its version number stays put
+            # between releases: its source is part of the key.
+            "code": _code_digest(),
             # The package's list of special-use domains is documented as changeable.
             "special_use": sorted(email_validator.SPECIAL_USE_DOMAIN_NAMES)}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()
+
+
+@functools.cache
+def _code_digest() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def _version(package: str) -> str:
@@ -61,14 +77,19 @@ def _link_tree(source: Path, dest: Path, names: Iterable[str]) -> None:
 def fetch(entry_key: str, folder: Path, names: Iterable[str]) -> bool:
     """Put the cached outputs `names` into `folder`; False when there are none."""
     entry = root() / entry_key
-    if not (entry / "complete").exists():
+    try:
+        os.utime(entry / "complete")  # in use again: retention counts from now
+        os.utime(entry)
+        for name in names:
+            target = folder / name
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        _link_tree(entry, folder, names)
+        return True
+    except OSError:  # no entry, or one being purged: validate as if there were none
+        for name in names:
+            target = folder / name
+            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
         return False
-    for name in names:
-        target = folder / name
-        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-    _link_tree(entry, folder, names)
-    os.utime(entry)  # in use again: retention counts from now
-    return True
 
 
 def keep(entry_key: str, folder: Path, names: Iterable[str]) -> None:

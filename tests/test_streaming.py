@@ -64,3 +64,48 @@ def test_the_same_file_imported_again_reuses_its_validated_frame(write_csv):
     assert categories(stats) == {"added": 2, "failed": 1, "skipped_duplicate": 1}
     assert categories(again) == {"added": 2, "failed": 1, "skipped_duplicate": 1}  # added to weekly
     assert log_lines(second, "failed") == log_lines(first, "failed")
+
+
+def test_a_batch_cut_short_leaves_no_outcomes_behind_when_batches_are_renumbered(write_csv, monkeypatch):
+    # Batch 0 is rows 1-2 (row 2 fails), batch 1 rows 3-4 (row 3 fails). A crash after batch 1
+    # wrote its outcomes, before its commit: the retry numbers batches from row 1, so b@x.com
+    # falls in batch 2 and batch 1's file must not be counted again.
+    import pytest
+    from mail_pipeline import merge
+    path = write_csv("email\na@x.com\nbad\nworse\nb@x.com\n")
+    folder = pipeline.Folder.of(home.new_import_id())
+    options = build({"lists": ["news"], "batch_size": 2})
+    pipeline.stage_raw(folder, options, path)
+    pipeline.validate_import(folder)
+    original, calls = merge._apply, []
+
+    def crash_in_second_batch(*args):
+        calls.append(1)
+        original(*args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # after the outcome file, before the commit
+
+    monkeypatch.setattr(merge, "_apply", crash_in_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.merge_import(folder, home.database_path())
+    monkeypatch.setattr(merge, "_apply", original)
+    pipeline.merge_import(folder, home.database_path())
+    stats = pipeline.write_import_logs(folder)
+    assert categories(stats) == {"added": 2, "failed": 2}
+    assert log_lines(folder.import_id, "added") == ["a@x.com", "b@x.com"]
+
+
+def test_outcomes_of_an_earlier_version_are_upgraded_on_resume(write_csv):
+    import polars as pl
+    from mail_pipeline import merge
+    path = write_csv("email\na@x.com\nb@x.com\nc@x.com\n")
+    folder = pipeline.Folder.of(home.new_import_id())
+    pipeline.stage_raw(folder, build({"lists": ["news"], "batch_size": 2}), path)
+    pipeline.validate_import(folder)
+    pipeline.merge_import(folder, home.database_path())
+    first = merge.outcome_path(folder.outcomes, 0)
+    pl.read_parquet(first).drop("email").write_parquet(first)  # as an earlier version wrote it
+    pipeline.merge_import(folder, home.database_path())
+    stats = pipeline.write_import_logs(folder)
+    assert categories(stats) == {"added": 3}
+    assert log_lines(folder.import_id, "added") == ["a@x.com", "b@x.com", "c@x.com"]
