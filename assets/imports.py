@@ -21,8 +21,7 @@ def reported(import_id: str, run_id: Optional[str] = None):
     try:
         if run_id is not None:
             folder = pipeline.Folder.of(import_id)
-            folder.path.mkdir(parents=True, exist_ok=True)
-            control.register(folder.path, run_id)
+            control.register(folder.path, run_id)  # (its write creates the folder)
             control.check(folder.path)
         yield
     except MailPipelineError as exc:

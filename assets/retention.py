@@ -40,7 +40,7 @@ def purge_old_imports(context: dg.OpExecutionContext, config: RetentionConfig) -
             context.log.info(f"import {import_id}: logs and working files purged")
         instance.delete_dynamic_partition(imports_partitions.name, import_id)
     previews = retention.purge_previews(config.days, now)
-    reused = reuse.purge(config.days, now)
+    reused = retention.purge_older(reuse.root(), config.days, now)  # unused validated frames
     context.add_output_metadata({"imports_purged": len(due), "previews_purged": previews,
                                  "validated_frames_purged": reused})
     return len(due)

@@ -35,17 +35,11 @@ _STATES = {
 }
 
 
-_instances: dict[str, dg.DagsterInstance] = {}
-
-
 def instance() -> dg.DagsterInstance:
     """The Dagster instance under the home folder (its dagster.yaml written on first use).
-    One per home and process: opening its storage costs about a second."""
-    path = str(home.dagster_home())
-    os.environ["DAGSTER_HOME"] = path
-    if path not in _instances:
-        _instances[path] = dg.DagsterInstance.get()
-    return _instances[path]
+    Opening its storage costs about a second: callers open it once and pass it on."""
+    os.environ["DAGSTER_HOME"] = str(home.dagster_home())
+    return dg.DagsterInstance.get()
 
 
 def run_config(options: ImportOptions) -> dict:
@@ -256,16 +250,14 @@ def note_request(import_id: str, options: ImportOptions) -> None:
                {"options": options.model_dump(), "origin": options.source})
 
 
-def submit_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptions,
-                  tags: Optional[dict] = None) -> str:
+def submit_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptions) -> str:
     """Queue the import as a run for the daemon (`mail-pipeline ui`) to start, like the UI's
     launchpad does, and return its run id. It goes through the instance's run queue, so the
     store's pool holds it back while another import or export runs."""
     run_id = str(uuid.uuid4())
     command = [sys.executable, "-m", "dagster", "job", "launch", "-m", "assets.definitions",
                "-j", JOB, "--run-id", run_id, "--config-json", json.dumps(run_config(options)),
-               "--tags", json.dumps({PARTITION_TAG: import_id, "mail_pipeline/kind": "import",
-                                     **(tags or {})})]
+               "--tags", json.dumps({PARTITION_TAG: import_id, "mail_pipeline/kind": "import"})]
     env = dict(os.environ, DAGSTER_HOME=str(home.dagster_home()))
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0 or inst.get_run_by_id(run_id) is None:

@@ -130,8 +130,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise MailPipelineError("--at and --draft create the import without running it: "
                                 "leave out --dry-run and --detach")
     path, spooled = _source(args, options)
-    if args.draft and str(path).lower().endswith(".zip"):
-        raise MailPipelineError("a draft holds CSV text: give a CSV file, not a ZIP")
+    if args.draft:
+        pending.refuse_zip(Path(path))  # before the import is created
     options = options.model_copy(update={"source": str(path), "content": None})
     try:
         if isinstance(path, Path):  # a URL is checked once downloaded
@@ -159,7 +159,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         options = pending.draft(folder, Path(path), options)
     runs.note_request(import_id, options)
     if not (args.draft or later or args.detach):
-        return _finish(_follow(import_id, args.json,
+        return _finish(_follow(inst, import_id, args.json,
                                lambda: runs.execute_import(inst, import_id, options)), args.json)
     if args.draft:
         said = (f"draft; add rows with 'imports append {import_id} FILE', run it with "
@@ -176,7 +176,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _follow(import_id: str, as_json: bool, run) -> dict:
+def _follow(inst, import_id: str, as_json: bool, run) -> dict:
     """Run the import in this process, showing progress on stderr, and return its document.
     Ctrl-C pauses it: the batch in progress rolls back, and `imports resume` carries on."""
     done = threading.Event()
@@ -200,10 +200,10 @@ def _follow(import_id: str, as_json: bool, run) -> dict:
     # DuckDB answers Ctrl-C itself by interrupting its query (the batch rolls back), so the run
     # ends failed on "interrupted": that too is the user's pause.
     runs = _runs()
-    document = runs.document(runs.instance(), import_id)
+    document = runs.document(inst, import_id)
     if document["state"] == "failed" and "interrupt" in (document["error_message"] or "").lower():
         pause(None, None)
-        document = runs.document(runs.instance(), import_id)
+        document = runs.document(inst, import_id)
     return document
 
 
@@ -235,14 +235,14 @@ def cmd_start(args: argparse.Namespace) -> int:
         runs.submit_import(inst, args.id, options)
         _print_document(runs.document(inst, args.id), args.json)
         return 0
-    return _finish(_follow(args.id, args.json, lambda: runs.execute_import(inst, args.id, options)),
+    return _finish(_follow(inst, args.id, args.json, lambda: runs.execute_import(inst, args.id, options)),
                    args.json)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     runs = _runs()
     inst = runs.instance()
-    return _finish(_follow(args.id, args.json, lambda: runs.resume(inst, args.id)), args.json)
+    return _finish(_follow(inst, args.id, args.json, lambda: runs.resume(inst, args.id)), args.json)
 
 
 def _finish(document: dict, as_json: bool) -> int:

@@ -100,6 +100,8 @@ _REJECTS = (
     (rf"^{_LOCAL}@[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*$",
      "The part after the @-sign is not valid. It should have a period."),
 )
+# The package checks a domain's length and its labels' lengths before these messages.
+_AFTER_LENGTH_CHECKS = frozenset(_REJECTS[i][1] for i in (5, 6))
 
 
 def _rejected(v: pl.Expr) -> pl.Expr:
@@ -107,9 +109,8 @@ def _rejected(v: pl.Expr) -> pl.Expr:
     message = pl.lit(None, pl.Utf8)
     for pattern, text in reversed(_REJECTS):
         message = pl.when(v.str.contains(pattern)).then(pl.lit(text)).otherwise(message)
-    # The package checks a domain's length and labels' lengths before these two messages.
     domain_ok = (v.str.len_bytes() <= EMAIL_MAX_LENGTH) & ~v.str.contains(_LONG_LABEL_RE)
-    return (pl.when(message.is_in([_REJECTS[5][1], _REJECTS[6][1]]) & ~domain_ok)
+    return (pl.when(message.is_in(list(_AFTER_LENGTH_CHECKS)) & ~domain_ok)
             .then(pl.lit(None, pl.Utf8)).otherwise(message))
 
 
@@ -142,17 +143,12 @@ def check_emails(emails: pl.Series) -> pl.DataFrame:
     # and duplicates are common in imports).
     rest = (frame.with_row_index("i").filter(~pl.col("fast") & ~missing)
             .with_columns(rejected=_rejected(v)))
-    slow = rest.filter(pl.col("rejected").is_null())
-    if slow.height:
-        distinct = slow["v"].unique().to_list()
-        keys, errors = zip(*map(_validate, distinct))
-        results = pl.DataFrame({"v": distinct, "k": list(keys), "e": list(errors)},
-                               schema={"v": pl.Utf8, "k": pl.Utf8, "e": pl.Utf8})
-        slow = slow.join(results, on="v", how="left")
-        out = out.with_columns(out["email_key"].scatter(slow["i"], slow["k"]))
-    rejected = rest.filter(pl.col("rejected").is_not_null())
-    errors = pl.concat([rejected.select("i", e="rejected"), slow.select("i", "e")]) if slow.height \
-        else rejected.select("i", e="rejected")
-    if errors.height:
-        out = out.with_columns(out["email_error"].scatter(errors["i"], errors["e"]))
-    return out
+    if rest.is_empty():
+        return out
+    distinct = rest.filter(pl.col("rejected").is_null())["v"].unique().to_list()
+    keys, errors = zip(*map(_validate, distinct)) if distinct else ((), ())
+    results = pl.DataFrame({"v": distinct, "k": list(keys), "e": list(errors)},
+                           schema={"v": pl.Utf8, "k": pl.Utf8, "e": pl.Utf8})
+    rest = rest.join(results, on="v", how="left").with_columns(e=pl.coalesce("rejected", "e"))
+    return out.with_columns(out["email_key"].scatter(rest["i"], rest["k"]),
+                            out["email_error"].scatter(rest["i"], rest["e"]))

@@ -1,7 +1,7 @@
 """Exports (spec §6): the subscriber table, filtered, written as CSV, JSON Lines or Parquet.
 
-DuckDB's COPY streams the sorted result straight to the file, so memory stays flat however many
-subscribers there are; the file is written under a temporary name and renamed, so a reader never
+DuckDB's COPY streams the sorted result to the file, a slice of subscribers at a time under the
+store's memory cap, so memory stays flat however many subscribers there are; the file is written under a temporary name and renamed, so a reader never
 sees half an export. CSV text cells that a spreadsheet would run as a formula get a leading `'`
 (`guard`), which an import strips again (`unguard`), so export → import → export is the identity.
 """

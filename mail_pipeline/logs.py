@@ -50,9 +50,7 @@ def write_category_logs(folder: Path, outcomes: list[Path], duplicates: pl.DataF
                 _write_emails(out[category], emails)
         counts["skipped_duplicate"] = duplicates.height
         _write_emails(out["skipped_duplicate"], duplicates.sort("row"))
-    frames = [pl.read_parquet(part) for part in failed]
-    failed_rows = pl.concat(frames) if frames else pl.DataFrame(
-        schema={"row": pl.Int64, "line": pl.Int64, "cells": pl.List(pl.String), "error": pl.String})
+    failed_rows = pl.read_parquet(failed)  # a part per chunk read, so never none
     counts["failed"] = failed_rows.height
     write_text(log_path(folder, "failed"), _failed_csv(failed_rows, header))
     return counts

@@ -1,6 +1,7 @@
 """The merge (spec §3 "Fate"): decide each valid row's category against the store and apply it.
 
-Every row is classified against the store in one pass, then applied in batches; each batch is
+Every row is classified against the store (a slice of the file at a time, from its key
+columns), then applied in batches; each batch is
 one transaction holding its effects and a marker that it was applied, and the category of each of
 its rows is written to a file just before that commit. A batch whose marker exists is skipped, so
 a resumed import never applies a row twice and a crash never leaves half a batch. (Rows of one
@@ -334,8 +335,9 @@ def _merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: list[str], dup
         "SELECT max(batch), max(last_row) FROM import_batches WHERE import_id = ?",
         [import_id]).fetchall()
     first_batch = 0 if last_batch is None else last_batch + 1
+    last_row = last_row or 0
     params = {**_parameters(options, datetime.now(timezone.utc)), "valid": valid,
-              "duplicates": duplicates, "first_batch": first_batch, "last_row": last_row or 0,
+              "duplicates": duplicates, "first_batch": first_batch, "last_row": last_row,
               "size": options.batch_size}
     outcomes_dir.mkdir(parents=True, exist_ok=True)
     # Outcomes of batches from here on were written by an attempt whose commit never came;
@@ -344,18 +346,15 @@ def _merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: list[str], dup
         if int(path.stem.removeprefix("batch-")) >= first_batch:
             path.unlink()
     _upgrade_outcomes(con, outcomes_dir, valid)
-    if valid:
-        [(max_row,)] = con.execute("SELECT coalesce(max(row), 0) FROM read_parquet(?)", [valid]).fetchall()
-        slice_rows = max(options.batch_size, CLASSIFY_ROWS // options.batch_size * options.batch_size)
-        for number, after in enumerate(range(last_row or 0, max(max_row, last_row or 0) + 1, slice_rows)):
-            into = ("CREATE OR REPLACE TEMP TABLE classified_all AS" if number == 0
-                    else "INSERT INTO classified_all")
-            _run(con, _CLASSIFY.format(into=into),
-                 {**params, "slice_after": after, "slice_last": after + slice_rows})
-    else:  # nothing valid in the file: nothing to classify
-        con.execute("CREATE OR REPLACE TEMP TABLE classified_all AS SELECT NULL::INTEGER AS batch,"
-                    " NULL::BIGINT AS row, NULL::VARCHAR AS category, NULL::BOOLEAN AS known,"
-                    " NULL::BOOLEAN AS has_lists LIMIT 0")
+    # (The validated frame has a part per chunk read, so `valid` is never empty; the first
+    # slice always runs and creates the table, empty or not.)
+    [(max_row,)] = con.execute("SELECT coalesce(max(row), 0) FROM read_parquet(?)", [valid]).fetchall()
+    slice_rows = max(options.batch_size, CLASSIFY_ROWS // options.batch_size * options.batch_size)
+    for number, after in enumerate(range(last_row, max(max_row, last_row) + 1, slice_rows)):
+        into = ("CREATE OR REPLACE TEMP TABLE classified_all AS" if number == 0
+                else "INSERT INTO classified_all")
+        _run(con, _CLASSIFY.format(into=into),
+             {**params, "slice_after": after, "slice_last": after + slice_rows})
     # Which statements each batch needs: an UPDATE scans a whole table even when no row of the
     # batch asks for it, so statements with nothing to do are left out.
     batches = {number: Batch(valid, *rest) for number, *rest in con.execute(

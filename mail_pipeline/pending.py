@@ -1,6 +1,7 @@
 """Imports that do not start at once: drafts (Mailcoach: create, append, start) and scheduled
 ones (GreenArrow's `begins_at`, `--at`). Each is an import folder with `pending.json`; the
 options it will run with are its `requested.json`."""
+import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,10 +40,15 @@ def due(folder: Path, now: datetime) -> bool:
     return bool(note and note["kind"] == "scheduled" and note["begins_at"] <= iso_utc(now))
 
 
-def draft(folder: Path, source: Path, options: ImportOptions) -> ImportOptions:
-    """Keep the draft's own copy of its file, which `append` extends."""
+def refuse_zip(source: Path) -> None:
+    """A draft's file is extended by appending text, which a ZIP cannot take."""
     if source.suffix.lower() == ".zip":
         raise MailPipelineError("a draft holds CSV text: give a CSV file, not a ZIP")
+
+
+def draft(folder: Path, source: Path, options: ImportOptions) -> ImportOptions:
+    """Keep the draft's own copy of its file, which `append` extends."""
+    refuse_zip(source)
     copy = folder / "draft.csv"
     shutil.copyfile(source, copy)
     write_json(folder / "pending.json", {"kind": "draft"})
@@ -57,17 +63,20 @@ def append(folder: Path, source: Path) -> int:
         raise MailPipelineError(f"import {folder.name} is not a draft: only a draft takes more rows")
     if not source.is_file():
         raise MailPipelineError(f"file not found: {source}")
-    if source.suffix.lower() == ".zip":
-        raise MailPipelineError("a draft holds CSV text: append a CSV file, not a ZIP")
+    refuse_zip(source)
     copy = folder / "draft.csv"
     data = source.read_bytes()
-    header = _header(copy.read_bytes().split(b"\n", 1)[0])
+    with open(copy, "rb") as existing:  # its first line and its last byte, not all of it
+        header = _header(existing.readline().rstrip(b"\n"))
+        size = existing.seek(0, os.SEEK_END)
+        if size:
+            existing.seek(-1, os.SEEK_END)
+        ends_in_newline = not size or existing.read(1) == b"\n"
     first, _, rest = data.partition(b"\n")
     if _header(first) == header:  # the same header again (any case, with or without a BOM)
         data = rest
-    existing = copy.read_bytes()
     with open(copy, "ab") as out:
-        if existing and not existing.endswith(b"\n"):
+        if not ends_in_newline:
             out.write(b"\n")
         out.write(data)
     return len(data)

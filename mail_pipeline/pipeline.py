@@ -118,7 +118,7 @@ def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = N
     Once an attempt has committed rows, the import is pinned: a re-execution resumes from the
     file and options staged the first time, whatever the source or the config says now.
     Inline CSV text (`content`) is written to the folder first and staged from there."""
-    if any(folder.outcomes.glob("batch-*.parquet")):
+    if merge.outcome_files(folder.outcomes):
         logs.append_log(folder.path, "resuming: keeping the file and options of the first attempt")
         return read_json(folder.options)["staged"]
     folder.path.mkdir(parents=True, exist_ok=True)
@@ -156,13 +156,14 @@ def validate_import(folder: Folder, rows_per_chunk: int = ROWS_PER_CHUNK) -> dic
     columns = columns_of(reading.read_header(folder.source, options), options)
     resolved = mapping.resolve(columns, options)
     cache_key = reuse.key(staged["staged"]["sha256"], staged["line_endings"], staged["options"])
-    if reuse.fetch(cache_key, folder.path, _VALIDATED):
+    validated = [p.name for p in (folder.valid, folder.failed, folder.duplicates, folder.validation)]
+    if reuse.fetch(cache_key, folder.path, validated):
         summary = read_json(folder.validation)
         logs.append_log(folder.path, "the same file was validated before with the same options: "
                         "reusing its validated rows, failures and duplicates")
     else:
         summary = _validate(folder, options, columns, resolved, staged["line_endings"], rows_per_chunk)
-        reuse.keep(cache_key, folder.path, _VALIDATED)
+        reuse.keep(cache_key, folder.path, validated)
     for line in summary["mapping"]:
         logs.append_log(folder.path, line)
     logs.append_log(folder.path, f"read {summary['number_of_records']} records: {summary['valid']} "
@@ -170,17 +171,14 @@ def validate_import(folder: Folder, rows_per_chunk: int = ROWS_PER_CHUNK) -> dic
     return summary
 
 
-# What the validated stage writes, all of it reusable for an identical file.
-_VALIDATED = ("valid", "failed", "duplicates.parquet", "validation.json")
-
-
 def _validate(folder: Folder, options: ImportOptions, columns: list[str],
               resolved: mapping.Mapping, line_endings: str, rows_per_chunk: int) -> dict:
-    def validate_chunks(line_reader: bool) -> int:
+    def validate_chunks(line_reader: bool) -> tuple[int, int, int]:
+        """Records read, rows valid (duplicates included) and rows failed."""
         for directory in (folder.valid, folder.failed):
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
-        records = 0
+        records = valid = failed = 0
         chunks = reading.read_chunks(folder.source, options, len(columns), line_endings,
                                      rows_per_chunk, line_reader)
         for number, chunk in enumerate(chunks):
@@ -188,18 +186,18 @@ def _validate(folder: Folder, options: ImportOptions, columns: list[str],
             _write_parquet(result.valid, folder.valid / f"part-{number:05d}.parquet")
             _write_parquet(result.failed, folder.failed / f"part-{number:05d}.parquet")
             records += result.number_of_records
-        return records
+            valid += result.valid.height
+            failed += result.failed.height
+        return records, valid, failed
 
     try:
-        number_of_records = validate_chunks(line_reader=False)
+        number_of_records, valid, failed = validate_chunks(line_reader=False)
     except reading.Reread:  # DuckDB's reader gave up midway: the line reader decides the file
-        number_of_records = validate_chunks(line_reader=True)
+        number_of_records, valid, failed = validate_chunks(line_reader=True)
     duplicates = validation.duplicates(parts(folder.valid))
     _write_parquet(duplicates, folder.duplicates)
-    read = pl.scan_parquet(parts(folder.valid)).select(pl.len()).collect().item()
-    failed = pl.scan_parquet(parts(folder.failed)).select(pl.len()).collect().item()
     summary = {"columns": columns, "mapping": resolved.describe(columns),
-               "number_of_records": number_of_records, "valid": read - duplicates.height,
+               "number_of_records": number_of_records, "valid": valid - duplicates.height,
                "failed": failed, "skipped_duplicate": duplicates.height}
     write_json(folder.validation, summary)
     return summary

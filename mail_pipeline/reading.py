@@ -1,7 +1,7 @@
 """Reading (spec §3 "Reading", second half): parse the staged file's records.
 
-`read_records` parses with DuckDB's strict CSV reader into a Polars frame of strings; records
-with the wrong number of fields come back separately, re-read whole from where they start.
+`read_chunks` parses with DuckDB's strict CSV reader, streamed, into Polars frames of strings;
+records with the wrong number of fields come back separately, re-read whole from where they start.
 Files DuckDB's reader cannot take go through Python's csv module with the same outcome.
 """
 import csv
@@ -50,12 +50,6 @@ class Records:
     @property
     def count(self) -> int:
         return self.rows.height + self.rejects.height
-
-
-def read_records(path: Path, options: ImportOptions, width: int, line_endings: str) -> Records:
-    """Every data record of the staged file at once (see `read_chunks`)."""
-    chunks = list(read_chunks(path, options, width, line_endings, rows_per_chunk=1 << 62))
-    return Records(pl.concat([c.rows for c in chunks]), pl.concat([c.rejects for c in chunks]))
 
 
 class Reread(Exception):

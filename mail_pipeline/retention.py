@@ -45,7 +45,11 @@ def due(finished_at: dict[str, Optional[datetime]], days: int, now: datetime) ->
 
 def purge_previews(days: int, now: datetime) -> int:
     """Dry runs' folders older than `days` go too."""
-    root = home.home() / "previews"
+    return purge_older(home.home() / "previews", days, now)
+
+
+def purge_older(root: Path, days: int, now: datetime) -> int:
+    """Remove the folders in `root` not touched for `days` days; how many went."""
     if not root.is_dir():
         return 0
     cutoff = (now - timedelta(days=days)).timestamp()

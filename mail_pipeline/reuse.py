@@ -3,7 +3,7 @@ validates to the same rows, failures and duplicates, so the second import skips 
 
 The validated stage's outputs are hard-linked (copied where links cannot be made) into
 `cache/validated/<key>/`; the key covers the file's sha256, every option the stage reads and the
-versions of the code that decides validity. Retention removes entries with the imports.
+versions of the code that decides validity. Retention removes entries unused for its days.
 """
 import functools
 import hashlib
@@ -13,7 +13,6 @@ import shutil
 import sys
 import tempfile
 import unicodedata
-from datetime import datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Iterable
@@ -74,21 +73,26 @@ def _link_tree(source: Path, dest: Path, names: Iterable[str]) -> None:
                 shutil.copy2(path, target)
 
 
+def _remove(folder: Path, names: Iterable[str]) -> None:
+    for name in names:
+        target = folder / name
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+
+
 def fetch(entry_key: str, folder: Path, names: Iterable[str]) -> bool:
     """Put the cached outputs `names` into `folder`; False when there are none."""
     entry = root() / entry_key
     try:
         os.utime(entry / "complete")  # in use again: retention counts from now
         os.utime(entry)
-        for name in names:
-            target = folder / name
-            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        _remove(folder, names)
         _link_tree(entry, folder, names)
         return True
     except OSError:  # no entry, or one being purged: validate as if there were none
-        for name in names:
-            target = folder / name
-            shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        _remove(folder, names)
         return False
 
 
@@ -107,14 +111,3 @@ def keep(entry_key: str, folder: Path, names: Iterable[str]) -> None:
         pass  # (a race with an identical import, or a full disk: the cache is only a shortcut)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def purge(days: int, now: datetime) -> int:
-    """Entries not used for `days` days go, as the imports' own files do."""
-    if not root().is_dir():
-        return 0
-    cutoff = (now - timedelta(days=days)).timestamp()
-    old = [p for p in root().iterdir() if p.is_dir() and p.stat().st_mtime < cutoff]
-    for path in old:
-        shutil.rmtree(path, ignore_errors=True)
-    return len(old)

@@ -99,7 +99,7 @@ def empty() -> duckdb.DuckDBPyConnection:
 
 
 @contextmanager
-def writer(path: Path, memory_limit: Optional[str] = None,
+def writer(path: Path,
            on_wait: Optional[Callable[[], None]] = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """The store, for one writer at a time across every process, however its run was launched
     (the queue's pool covers runs the daemon starts; a command-line run in its own process is
@@ -112,21 +112,20 @@ def writer(path: Path, memory_limit: Optional[str] = None,
             if on_wait:
                 on_wait()
             fcntl.flock(lock, fcntl.LOCK_EX)  # released by the OS if the holder dies
-        con = connect(path, memory_limit=memory_limit)
+        con = connect(path)
         try:
             yield con
         finally:
             con.close()
 
 
-def connect(path: Path, wait_seconds: float = 600.0,
-            memory_limit: Optional[str] = None) -> duckdb.DuckDBPyConnection:
+def connect(path: Path, wait_seconds: float = 600.0) -> duckdb.DuckDBPyConnection:
     """Open the store for writing, creating its tables; waits while another process holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
-            con = duckdb.connect(str(path), config={"memory_limit": memory_limit or _memory_limit()})
+            con = duckdb.connect(str(path), config={"memory_limit": _memory_limit()})
             break
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower() or time.monotonic() > deadline:

@@ -26,7 +26,7 @@ def _start(mail_home, *args):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_batches(mail_home, n: int, proc, timeout: float = 120):
+def _wait_for_batches(n: int, proc, timeout: float = 120):
     progress = home.import_dir("1") / "progress.json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -63,7 +63,7 @@ def params(tmp_path):
 def test_a_killed_import_resumes_to_exactly_the_uninterrupted_result(mail_home, tmp_path, params, monkeypatch):
     source = _big_csv(tmp_path / "big.csv")
     proc = _start(mail_home, source, "--params", params)
-    _wait_for_batches(mail_home, 3, proc)
+    _wait_for_batches(3, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     shown = json.loads(cli("imports", "show", "1", "--json", home=mail_home).stdout)
@@ -90,7 +90,7 @@ def test_pause_then_resume_and_cancel_is_final(mail_home, tmp_path):
     params.write_text(json.dumps({"lists": ["news"], "batch_size": 50}))
     source = _big_csv(tmp_path / "big.csv")
     proc = _start(mail_home, source, "--params", params)
-    _wait_for_batches(mail_home, 2, proc)
+    _wait_for_batches(2, proc)
     paused = cli("imports", "pause", "1", "--json", home=mail_home)
     assert paused.returncode == 0, paused.stderr
     out, err = proc.communicate(timeout=120)
@@ -164,7 +164,7 @@ def test_ctrl_c_pauses_and_a_cancel_reaches_an_import_waiting_for_the_store(mail
     params = tmp_path / "slow.json"
     params.write_text(json.dumps({"lists": ["news"], "batch_size": 50}))
     proc = _start(mail_home, _big_csv(tmp_path / "big.csv"), "--params", params)
-    _wait_for_batches(mail_home, 2, proc)
+    _wait_for_batches(2, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and json.loads(out)["state"] == "paused", err

@@ -9,7 +9,7 @@ from mail_pipeline.mapping import resolve
 from mail_pipeline.options import ImportOptions, build
 from mail_pipeline.params import read_params
 from mail_pipeline.pipeline import preflight
-from mail_pipeline.reading import read_records
+from mail_pipeline.reading import read_chunks
 from tests.helpers import categories, log_lines, query, run_import
 
 
@@ -27,7 +27,7 @@ def test_a_file_without_an_email_column_is_refused_naming_its_columns(write_csv)
 
 def test_reading_routes_wrong_field_counts_to_failed_and_skips_blank_lines(write_csv, tmp_path):
     path = write_csv('email,name\na@example.com,A\n\nb@example.com\nc@example.com,C,extra\n"d\n@x",D\n')
-    records = read_records(path, build({}), 2, "lf")
+    [records] = read_chunks(path, build({}), 2, "lf", rows_per_chunk=1000)
     assert records.rows["c0"].to_list() == ["a@example.com", "d\n@x"]
     assert records.rejects["error"].to_list() == [
         "wrong number of fields: expected 2, found 1", "wrong number of fields: expected 2, found 3"]
