@@ -5,6 +5,7 @@ Every file is written under a temporary name and renamed, so a reader never sees
 import contextlib
 import csv
 import io
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -90,15 +91,18 @@ def append_log(folder: Path, message: str) -> None:
         f.write(f"{datetime.now(timezone.utc):%Y/%m/%d %H:%M:%S} {message}\n")
 
 
-def failed_preview(folder: Path, limit: int = 20) -> tuple[list[str], list[list[str]]]:
+def failed_preview(folder: Path, limit: int = 20, clip: int = 200) -> tuple[list[str], list[list[str]]]:
     """The failed log's header and first rows, each row padded or cut to the header's width
-    (a record with the wrong number of fields keeps its reason last)."""
+    (a record with the wrong number of fields keeps its reason last), and each cell cut to
+    `clip` characters: the preview goes into the run's metadata, a failed row may hold 50 MB."""
+    csv.field_size_limit(sys.maxsize)  # a failed row may hold any size of cell
     with open(log_path(folder, "failed"), encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
         header = next(reader)
         rows = [row for _, row in zip(range(limit), reader)]
     width = len(header) - 1
-    return header, [[*(row[:-1] + [""] * width)[:width], row[-1]] for row in rows]
+    cut = lambda cell: cell if len(cell) <= clip else cell[:clip] + "…"  # noqa: E731
+    return header, [[cut(c) for c in (*(row[:-1] + [""] * width)[:width], row[-1])] for row in rows]
 
 
 def summary(counts: dict[str, int], number_of_records: int) -> str:

@@ -69,6 +69,12 @@ class Mapping:
         return lines
 
 
+def listed(columns: list[str], limit: int = 20) -> str:
+    """The file's columns for an error message; a very wide header is cut short."""
+    shown = ", ".join(columns[:limit])
+    return shown if len(columns) <= limit else f"{shown}, … ({len(columns)} columns in all)"
+
+
 def _field_of(name: str) -> str:
     """A mapping entry: a field by its own name (any case), else a custom field of that name."""
     name = name.strip()
@@ -106,7 +112,7 @@ def _positional(columns: list[str], options: ImportOptions) -> Mapping:
     if len(options.mapping) > len(columns):
         raise MailPipelineError(
             f"the mapping names {len(options.mapping)} columns but the file has {len(columns)}: "
-            + ", ".join(columns))
+            + listed(columns))
     fields: dict[str, int] = {}
     custom: dict[str, int] = {}
     for index, raw in enumerate(options.mapping):
@@ -128,7 +134,7 @@ def _named(columns: list[str], options: ImportOptions) -> Mapping:
         index = by_name.get(column.strip().lower())
         if index is None:
             raise MailPipelineError(f"the mapping names column {column!r}, which the file lacks; "
-                                    "its columns are: " + ", ".join(columns))
+                                    "its columns are: " + listed(columns))
         if index in mapped:
             raise MailPipelineError(f"the mapping names column {columns[index]!r} twice")
         mapped.add(index)
@@ -139,8 +145,9 @@ def _named(columns: list[str], options: ImportOptions) -> Mapping:
 
 
 def _recognised(columns: list[str]) -> Mapping:
+    _refuse_repeated(columns)
     fields: dict[str, int] = {}
-    # A field's exact name wins over an alias of it; a repeated name: the first column wins.
+    # A field's exact name wins over an alias of it.
     for index, column in enumerate(columns):
         key = column.strip().lower()
         if key in FIELDS:
@@ -163,7 +170,19 @@ def _recognised(columns: list[str]) -> Mapping:
         last = next((i for i in custom.values() if squash(columns[i]) in LAST_NAMES), None)
         name_parts = tuple(i for i in (first, last) if i is not None)
     return _checked(Mapping(fields, custom, name_parts), columns,
-                    "the file has no email column; its columns are: " + ", ".join(columns))
+                    "the file has no email column; its columns are: " + listed(columns))
+
+
+def _refuse_repeated(columns: list[str]) -> None:
+    """A header naming one column twice: one of the two would be lost without a word."""
+    seen: dict[str, int] = {}
+    for index, column in enumerate(columns):
+        key = column.strip().lower()
+        if key and key in seen:
+            raise MailPipelineError(
+                f"the header names column {column!r} twice (columns {seen[key] + 1} and "
+                f"{index + 1}): rename one, or choose the columns to import with --map")
+        seen[key] = index
 
 
 def _checked(mapping: Mapping, columns: list[str], missing_email: str) -> Mapping:

@@ -131,7 +131,8 @@ def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = N
     preflight(source, options)
     staged = staging.stage_source(source, folder.source, options)
     metadata = {"path": str(staged.path), "size": staged.size, "sha256": staged.sha256,
-                "origin": staged.origin, "lines": staged.lines - (1 if options.header else 0)}
+                "origin": staged.origin, "lines": staged.lines - (1 if options.header else 0),
+                "longest_line": staged.longest_line}
     write_json(folder.options, {"options": options.model_dump(), "origin": staged.origin,
                                      "line_endings": staged.line_endings, "staged": metadata})
     logs.append_log(folder.path, f"importing {staged.origin!r}: mode {options.mode}, lists "
@@ -162,7 +163,11 @@ def validate_import(folder: Folder, rows_per_chunk: int = ROWS_PER_CHUNK) -> dic
         logs.append_log(folder.path, "the same file was validated before with the same options: "
                         "reusing its validated rows, failures and duplicates")
     else:
-        summary = _validate(folder, options, columns, resolved, staged["line_endings"], rows_per_chunk)
+        # Lines longer than DuckDB's reader takes, or mixed line ends: the line reader decides.
+        line_reader = (staged["line_endings"] == "mixed"
+                       or staged["staged"].get("longest_line", 0) > reading.LONGEST_LINE)
+        summary = _validate(folder, options, columns, resolved, staged["line_endings"],
+                            rows_per_chunk, line_reader)
         reuse.keep(cache_key, folder.path, validated)
     for line in summary["mapping"]:
         logs.append_log(folder.path, line)
@@ -172,7 +177,8 @@ def validate_import(folder: Folder, rows_per_chunk: int = ROWS_PER_CHUNK) -> dic
 
 
 def _validate(folder: Folder, options: ImportOptions, columns: list[str],
-              resolved: mapping.Mapping, line_endings: str, rows_per_chunk: int) -> dict:
+              resolved: mapping.Mapping, line_endings: str, rows_per_chunk: int,
+              line_reader: bool) -> dict:
     def validate_chunks(line_reader: bool) -> tuple[int, int, int]:
         """Records read, rows valid (duplicates included) and rows failed."""
         for directory in (folder.valid, folder.failed):
@@ -191,7 +197,7 @@ def _validate(folder: Folder, options: ImportOptions, columns: list[str],
         return records, valid, failed
 
     try:
-        number_of_records, valid, failed = validate_chunks(line_reader=False)
+        number_of_records, valid, failed = validate_chunks(line_reader)
     except reading.Reread:  # DuckDB's reader gave up midway: the line reader decides the file
         number_of_records, valid, failed = validate_chunks(line_reader=True)
     duplicates = validation.duplicates(parts(folder.valid))

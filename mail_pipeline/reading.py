@@ -21,6 +21,9 @@ from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.options import ImportOptions
 
 NOT_CSV = "invalid file: not a CSV or ZIP"
+# DuckDB's reader reports a line over its 2 MiB limit, but skips one over its 32 MiB buffer
+# without a word: a file with lines over the limit goes to the line reader from the start.
+LONGEST_LINE = 2 << 20
 
 
 def read_header(path: Path, options: ImportOptions) -> list[str]:
@@ -29,9 +32,17 @@ def read_header(path: Path, options: ImportOptions) -> list[str]:
         return first_record(f, options)
 
 
+# More columns than any subscriber export has: past this a header is an attack or an accident,
+# and every stage's cost grows with the width.
+MAX_COLUMNS = 10_000
+
+
 def first_record(text: TextIO, options: ImportOptions) -> list[str]:
     try:
         for row in csv.reader(text, delimiter=options.delimiter, quotechar=options.quote):
+            if len(row) > MAX_COLUMNS:
+                raise MailPipelineError(f"invalid file: the first record has more than "
+                                        f"{MAX_COLUMNS} fields")
             if any(cell.strip() for cell in row):
                 return [cell.strip() for cell in row]
     except csv.Error:

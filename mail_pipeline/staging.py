@@ -22,6 +22,12 @@ from mail_pipeline.reading import NOT_CSV, first_record
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 _CHUNK = 1 << 20
 
+# ZIP bomb caps, checked on the archive's directory before a byte is inflated (zipfile never
+# inflates past an entry's declared size, so the declared sizes are the ones to check). A CSV of
+# subscribers compresses about 4:1, a repetitive one 20:1; deflate at most reaches 1032:1.
+MAX_UNZIPPED_BYTES = 16 << 30
+MAX_ZIP_RATIO = 200
+
 
 @dataclass(frozen=True)
 class StagedFile:
@@ -31,18 +37,22 @@ class StagedFile:
     origin: str  # the source, and for a ZIP the entry that was taken
     line_endings: str  # "lf", "crlf", or "mixed" (CR-only or several kinds)
     lines: int  # physical lines (a quoted newline makes two; the reader counts records)
+    longest_line: int  # bytes, exact only above the staging chunk size (1 MiB)
 
 
 class _LineEndings:
-    """Counts CRLF, lone LF and lone CR across chunks (a CRLF may straddle two chunks)."""
+    """Counts CRLF, lone LF and lone CR across chunks (a CRLF may straddle two chunks), and
+    measures the longest line."""
 
     def __init__(self) -> None:
         self.crlf = self.lf = self.cr = 0
         self._last = b""
+        self.longest = self._open = 0  # the longest line; bytes since the last line end
 
     def feed(self, chunk: bytes) -> None:
         if not chunk:
             return
+        self._measure(chunk)
         straddling = self._last == b"\r" and chunk[:1] == b"\n"
         cr = chunk.count(b"\r")
         crlf = (chunk.count(b"\r\n") if cr else 0) + straddling  # the two-byte search is slower
@@ -50,6 +60,19 @@ class _LineEndings:
         self.lf += chunk.count(b"\n") - crlf
         self.cr += cr - crlf  # (a straddling CRLF takes back the CR counted alone before)
         self._last = chunk[-1:]
+
+    def _measure(self, chunk: bytes) -> None:
+        """Track lines longer than a chunk, which DuckDB's reader may skip without a word: a few
+        searches a chunk, since a line shorter than a chunk never matters here."""
+        n, r = chunk.find(b"\n"), chunk.find(b"\r")
+        if n == -1 and r == -1:
+            self._open += len(chunk)
+        else:
+            self.longest = max(self.longest, self._open + min(i for i in (n, r) if i != -1))
+            self._open = len(chunk) - 1 - max(chunk.rfind(b"\n"), chunk.rfind(b"\r"))
+
+    def longest_line(self) -> int:
+        return max(self.longest, self._open)
 
     def lines(self) -> int:
         unterminated = self._last not in (b"", b"\n", b"\r")
@@ -90,6 +113,7 @@ def open_source(source: Path) -> Iterator[tuple[BinaryIO, str]]:
     try:
         with zipfile.ZipFile(source) as archive:
             entry = _first_csv(archive)
+            _refuse_bomb(archive.getinfo(entry))
             with archive.open(entry) as stream:
                 yield stream, f"{source}:{entry}"
     except unreadable as exc:
@@ -105,7 +129,11 @@ def preview_columns(source: Path, options: ImportOptions) -> list[str]:
     if not _looks_like_text(sample, encoding):
         raise MailPipelineError(NOT_CSV)
     text = codecs.getincrementaldecoder(encoding)("replace").decode(sample)
-    return first_record(io.StringIO(text, newline=""), options)
+    record = first_record(io.StringIO(text, newline=""), options)
+    if len(sample) == _CHUNK and not re.search(rb"[\r\n]", sample):
+        # (the record read is cut short: a header no export writes, or not a CSV at all)
+        raise MailPipelineError(f"invalid file: the first line is longer than {_CHUNK} bytes")
+    return record
 
 
 def stage_source(source: Path, dest: Path, options: ImportOptions) -> StagedFile:
@@ -117,7 +145,13 @@ def stage_source(source: Path, dest: Path, options: ImportOptions) -> StagedFile
 
 def _first_csv(archive: zipfile.ZipFile) -> str:
     """The first `.csv` entry by name (else the first `.tsv`/`.txt`), leaving out folders and
-    the hidden files archivers add (`__MACOSX/`, `._name`)."""
+    the hidden files archivers add (`__MACOSX/`, `._name`). An archive with a path leading out
+    of it (zip-slip) is refused whole: nothing is ever extracted, but it is not a user's export."""
+    for info in archive.infolist():
+        parts = info.filename.replace("\\", "/").split("/")
+        if info.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+            raise MailPipelineError(f"invalid file: the ZIP entry {info.filename!r} points outside "
+                                    "the archive")
     names = sorted(info.filename for info in archive.infolist()
                    if not info.is_dir() and not info.filename.startswith("__MACOSX/")
                    and not info.filename.rsplit("/", 1)[-1].startswith("."))
@@ -126,6 +160,16 @@ def _first_csv(archive: zipfile.ZipFile) -> str:
         if found:
             return found[0]
     raise MailPipelineError("invalid file: the ZIP holds no CSV file")
+
+
+def _refuse_bomb(info: zipfile.ZipInfo) -> None:
+    if info.file_size > MAX_UNZIPPED_BYTES:
+        raise MailPipelineError(f"invalid file: the ZIP entry {info.filename!r} would inflate to "
+                                f"{info.file_size} bytes, over the {MAX_UNZIPPED_BYTES} allowed")
+    if info.file_size > _CHUNK and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1):
+        raise MailPipelineError(f"invalid file: the ZIP entry {info.filename!r} would inflate "
+                                f"{info.file_size // max(info.compress_size, 1)} times its size, "
+                                f"over the {MAX_ZIP_RATIO} allowed (a ZIP bomb?)")
 
 
 def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> StagedFile:
@@ -157,7 +201,8 @@ def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> Stage
                 out.write(chunk.decode("latin-1").encode("utf-8") if latin1 else chunk)
         if not seen_text:
             raise MailPipelineError("invalid file: the file is empty")
-    return StagedFile(dest, size, digest.hexdigest(), origin, endings.kind(), endings.lines())
+    return StagedFile(dest, size, digest.hexdigest(), origin, endings.kind(), endings.lines(),
+                      endings.longest_line())
 
 
 def _looks_like_text(chunk: bytes, encoding: str) -> bool:

@@ -14,14 +14,16 @@ from mail_pipeline.options import EMAIL_FORMATS
 from mail_pipeline.reading import Records
 from mail_pipeline.times import format_hint, parse_times
 from mail_pipeline.exports import UNGUARD
-from mail_pipeline.values import (STATUS_WORDS, SUBSCRIBER_STATUSES, custom_fields_json, ip_addresses,
-                                  json_objects, json_tag_lists, memberships, parse_tags, split_status)
+from mail_pipeline.values import (MAX_DEPTH, STATUS_WORDS, SUBSCRIBER_STATUSES, custom_fields_json,
+                                  ip_addresses, json_objects, json_tag_lists, memberships,
+                                  parse_tags, split_status)
 
 
 class ParsedRow(pa.DataFrameModel):
     """What a usable row must satisfy; each failed check becomes that row's reason. Checks of
     fields the file does not map are absent (optional columns)."""
 
+    cells_ok: bool = pa.Field(eq=True)
     email_key: str = pa.Field(nullable=False)
     status: Optional[str] = pa.Field(nullable=True, isin=STATUS_WORDS)
     email_format: Optional[str] = pa.Field(nullable=True, isin=list(EMAIL_FORMATS))
@@ -58,9 +60,14 @@ _TIME = pl.Datetime("us", "UTC")
 EXTRA_COLUMNS = {"tags": pl.List(pl.String), "lists": pl.String, **{f: _TIME for f in TIME_FIELDS}}
 
 # Checked in this order; a row's reason is its first failure.
-_CHECKS = ("email_key", "status", "email_format", *(f"{f}_ok" for f in TIME_FIELDS),
+_CHECKS = ("cells_ok", "email_key", "status", "email_format", *(f"{f}_ok" for f in TIME_FIELDS),
            *(f"{f}_ok" for f in IP_FIELDS), "attributes_ok", "lists_ok")
 _PRIORITY = {check: rank for rank, check in enumerate(_CHECKS)}
+
+# A value no field needs and later tools choke on: over 16 MiB (a spreadsheet cell holds 32k
+# characters), or holding a NUL (which PostgreSQL and C strings cannot hold). Such a row fails;
+# nothing is cut short.
+MAX_CELL_BYTES = 16 << 20
 
 FAILED_SCHEMA = {"row": pl.Int64, "line": pl.Int64, "cells": pl.List(pl.String), "error": pl.String}
 
@@ -78,6 +85,21 @@ def _cell(index: int) -> pl.Expr:
     text = pl.col(f"c{index}").str.strip_chars()
     text = pl.when(text.str.contains(UNGUARD)).then(text.str.slice(1)).otherwise(text)
     return pl.when(text != "").then(text)
+
+
+def cell_problems(records: Records, columns: list[str]) -> pl.Series:
+    """Each row's first oversized or NUL-holding cell, described; null for a clean row."""
+    problems = []
+    for i, column in enumerate(columns):
+        cell = pl.col(f"c{i}")
+        problems.append(
+            pl.when(cell.str.len_bytes() > MAX_CELL_BYTES)
+            .then(pl.lit(f"the value in column '{column}' is longer than {MAX_CELL_BYTES} bytes"))
+            .when(cell.str.contains("\x00", literal=True))
+            .then(pl.lit(f"the value in column '{column}' holds a NUL character")))
+    if not problems:
+        return pl.Series("raw:cells", [None] * records.rows.height, pl.String)
+    return records.rows.select(pl.coalesce(problems).alias("raw:cells")).to_series()
 
 
 def _name(mapping: Mapping) -> pl.Expr:
@@ -152,10 +174,13 @@ def _message(check: str, columns: list[str], mapping: Mapping) -> pl.Expr:
     """The reason a row fails `check`, naming the column and quoting the value."""
     if check == "email_key":
         return pl.col("email_error")
+    if check == "cells_ok":
+        return pl.col("raw:cells")
     field = check.removesuffix("_ok")
     column = columns[mapping.fields[field]] if field in mapping.fields else field
     if check == "attributes_ok":
-        return _quoted(f"invalid attributes in column '{column}': not a JSON object")
+        return _quoted(f"invalid attributes in column '{column}': not a JSON object"
+                       f" (or nested deeper than {MAX_DEPTH} levels)")
     if check == "lists_ok":
         return pl.concat_str([_quoted("invalid lists '"), pl.col("raw:lists"), _quoted(
             f"' in column '{column}': must be a JSON object of list name → subscription status")])
@@ -198,7 +223,9 @@ def validate(records: Records, columns: list[str], mapping: Mapping,
              date_format: str = "mdy") -> Validated:
     """Parse and check one chunk of records. Duplicates are found later, across all chunks
     (`duplicates`); `key_hash` is there for that."""
-    parsed = parse(records, mapping, date_format)
+    cells = cell_problems(records, columns)
+    parsed = parse(records, mapping, date_format).with_columns(
+        cells, cells.is_null().alias("cells_ok"))
     failures = reasons(parsed, columns, mapping)
     # Failures are few: mark them by position rather than joining the whole frame.
     is_failed = pl.int_range(pl.len(), dtype=pl.UInt32).is_in(failures["index"].implode())

@@ -1,6 +1,7 @@
 """Values (spec §3 "Values"): statuses in both vocabularies, and JSON attributes."""
 import ipaddress
 import json
+import re
 
 import duckdb
 import polars as pl
@@ -60,7 +61,10 @@ def _json_objects(values: pl.Series) -> pl.Series:
         # that may hold one are checked again by Python's strict parser.
         " ok AND (contains(v, 'NaN') OR contains(v, 'Inf') OR regexp_matches(v, ',\\s*[}\\]]'))"
         " AS suspect FROM (SELECT v, try(json_keys(v)) AS k FROM frame)")
-    suspects = values.filter(checked["suspect"].fill_null(False)).unique()
+    # Nesting deeper than attributes ever need breaks readers downstream (Python's json stops
+    # near 1,000 levels): only texts with that many brackets at all are measured.
+    deep = values.str.count_matches(r"[\[{]", literal=False) > MAX_DEPTH
+    suspects = values.filter(checked["suspect"].fill_null(False) | deep.fill_null(False)).unique()
     if suspects.is_empty():
         return checked["ok"]
     strict = {text: _strict_object(text) for text in suspects.to_list()}
@@ -72,11 +76,28 @@ def _refuse(token: str):
     raise ValueError(f"not JSON: {token}")
 
 
+MAX_DEPTH = 64
+
+
 def _strict_object(text: str) -> bool:
+    if _depth(text) > MAX_DEPTH:
+        return False
     try:
         return isinstance(json.loads(text, parse_constant=_refuse), dict)
     except ValueError:
         return False
+
+
+def _depth(text: str) -> int:
+    """How deep brackets nest outside strings: a regex takes out the strings first."""
+    depth = deepest = 0
+    for bracket in re.sub(r'"(?:[^"\\]|\\.)*"', "", text):
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in "]}":
+            depth -= 1
+    return deepest
 
 
 def custom_fields_json(columns: dict[str, str]) -> pl.Expr:
