@@ -71,7 +71,7 @@ def options_for(dropped: Dropped) -> ImportOptions:
     if sidecar.exists():
         try:
             body = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise MailPipelineError(f"sidecar {sidecar.name} is not valid JSON: {exc}") from None
         fields = from_body(body)[1]
     lists = list(fields.get("lists") or [])

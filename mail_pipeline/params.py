@@ -245,4 +245,6 @@ def read_params(path: str) -> dict[str, Any]:
         near = exc.doc[max(0, exc.pos - 20):exc.pos + 20].replace("\n", "\\n")
         raise MailPipelineError(f"params file is not valid JSON: {path}: {exc.msg} at line "
                                 f"{exc.lineno}, column {exc.colno}, near {near!r}") from None
+    except RecursionError:
+        raise MailPipelineError(f"params file nests too deep to be a request body: {path}") from None
     return from_body(body)[1]

@@ -38,6 +38,7 @@ MAX_COLUMNS = 10_000
 
 
 def first_record(text: TextIO, options: ImportOptions) -> list[str]:
+    csv.field_size_limit(sys.maxsize)  # a long header name is checked by its caller
     try:
         for row in csv.reader(text, delimiter=options.delimiter, quotechar=options.quote):
             if len(row) > MAX_COLUMNS:
