@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from mail_pipeline import home, inbox
+from mail_pipeline.errors import MailPipelineError
 from tests.helpers import query
 
 
@@ -80,3 +81,19 @@ def test_a_bad_sidecar_is_reported_and_the_file_left_alone(instance):
     (inbox.inbox_dir() / "b.csv.json").write_text('{"colour": "blue"}')
     assert _tick(instance) == []
     assert not (home.home() / "idempotency").exists() or not any((home.home() / "idempotency").iterdir())
+
+
+@pytest.mark.parametrize("sidecar, message", [
+    ({"subscriber_import": {"column_mapping": ["email"], "file_source": {
+        "type": "upload_directory", "filename": "../../etc/passwd"}}}, "it must name a file inside"),
+    ("[" * 100_000 + "]" * 100_000, "is not valid JSON"),
+])
+def test_a_sidecar_cannot_lead_out_of_its_folder_or_nest_without_end(instance, sidecar, message):
+    dropped = _drop("c.csv", "email\nann@example.com\n")
+    text = sidecar if isinstance(sidecar, str) else json.dumps(sidecar)
+    (inbox.inbox_dir() / "c.csv.json").write_text(text)
+    [settled] = list(inbox.settled_files())
+    with pytest.raises(MailPipelineError, match=message):
+        inbox.options_for(settled)
+    assert _tick(instance) == []
+    assert dropped.exists()
