@@ -7,8 +7,8 @@ import dagster as dg
 from assets.config import ImportConfig
 from assets.partitions import imports_partitions
 from assets.resources import StoreResource
-from mail_pipeline import control, logs, pipeline
-from mail_pipeline.errors import MailPipelineError
+from mail_pipeline import control, home, logs, pipeline
+from mail_pipeline.errors import MailPipelineError, disk_full, disk_full_message
 from mail_pipeline.home import POOL
 from mail_pipeline.options import build
 
@@ -32,6 +32,16 @@ def reported(import_id: str, run_id: Optional[str] = None):
         if folder is not None and folder.path.is_dir():
             logs.append_log(folder.path, f"error: {exc}")
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    except Exception as exc:
+        # A full disk is the user's to mend, not a bug: one sentence, and how to carry on.
+        if not disk_full(exc, home.home()):
+            raise
+        message = disk_full_message(home.home(), import_id)
+        try:
+            logs.append_log(pipeline.Folder.of(import_id).path, f"error: {message}")
+        except OSError:
+            pass  # (the log is on the full disk too)
+        raise dg.Failure(description=message, allow_retries=False) from None
 
 
 def _failed_preview(folder: pipeline.Folder) -> dg.MetadataValue:

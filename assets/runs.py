@@ -3,8 +3,10 @@
 The command line uses these; each import is a run of `import_job` on its own partition, so the
 UI shows every import however it was launched.
 """
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -19,7 +21,8 @@ from assets.partitions import imports_partitions
 from mail_pipeline import control, home, pending, retention
 from mail_pipeline.document import import_document
 from mail_pipeline.errors import MailPipelineError
-from mail_pipeline.files import write_json
+from mail_pipeline.files import read_json, write_json
+from mail_pipeline.home import POOL
 from mail_pipeline.exports import ExportOptions, export_document
 from mail_pipeline.options import ImportOptions
 from mail_pipeline.pipeline import Folder
@@ -38,7 +41,23 @@ _STATES = {
 def instance() -> dg.DagsterInstance:
     """The Dagster instance under the home folder (its dagster.yaml written on first use).
     Opening its storage costs about a second: callers open it once and pass it on."""
-    os.environ["DAGSTER_HOME"] = str(home.dagster_home())
+    path = home.dagster_home()
+    os.environ["DAGSTER_HOME"] = str(path)
+    ready = path / "storage.ready"
+    if not ready.exists():
+        # Dagster creates its SQLite storage on first open with nothing to stop two processes
+        # doing it at once: two commands started together on a new home left two Alembic heads,
+        # and every command after failed. The first open holds a lock, and registers the store's
+        # pool: the daemon reads which pools have limits before registering the pools of the runs
+        # it finds queued, so on an instance that has none yet it started every queued import at
+        # once.
+        with open(path / "storage.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not ready.exists():
+                inst = dg.DagsterInstance.get()
+                inst.event_log_storage.initialize_concurrency_limit_to_default(POOL)
+                ready.touch()
+                return inst
     return dg.DagsterInstance.get()
 
 
@@ -47,14 +66,19 @@ def run_config(options: ImportOptions) -> dict:
     return {"ops": {"raw_file": {"config": options.model_dump()}}}
 
 
-def create_import(inst: dg.DagsterInstance, idempotency_key: Optional[str] = None) -> tuple[str, bool]:
+def create_import(inst: dg.DagsterInstance, idempotency_key: Optional[str] = None,
+                  options: Optional[ImportOptions] = None) -> tuple[str, bool]:
     """A new import id, registered as a partition so the UI lists it, and True; or, when the
-    idempotency key already names an import, that import's id and False (Mailrith)."""
+    idempotency key already names an import, that import's id and False (Mailrith). `options`
+    (an import that runs now) are noted at once, so a process killed before its run started
+    leaves an import that resumes."""
     import_id = home.new_import_id()
+    if options is not None:
+        note_request(import_id, options)
     if idempotency_key:
         existing = home.claim_key(idempotency_key, import_id)
         if existing is not None:
-            home.import_dir(import_id).rmdir()  # allocated a moment ago, still empty
+            shutil.rmtree(home.import_dir(import_id))  # allocated a moment ago
             return existing, False
     inst.add_dynamic_partitions(imports_partitions.name, [import_id])
     return import_id, True
@@ -68,7 +92,19 @@ def execute_import(inst: dg.DagsterInstance, import_id: str, options: ImportOpti
     config = {**run_config(options), "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
     return job.execute_in_process(
         run_config=config, instance=inst, partition_key=import_id,
-        raise_on_error=False, tags={"mail_pipeline/kind": "import"})
+        raise_on_error=False, tags={"mail_pipeline/kind": "import"}, run_id=_registered(import_id))
+
+
+def _registered(import_id: str) -> str:
+    """A new run id, noted with this process before the run exists: a process killed while
+    Dagster creates or starts the run is then known to be gone, and the import resumes."""
+    run_id = str(uuid.uuid4())
+    try:
+        folder = Folder.of(import_id).path
+    except MailPipelineError:
+        return run_id  # not an import id: the run fails on it, in one sentence
+    control.register(folder, run_id)
+    return run_id
 
 
 def runs_of(inst: dg.DagsterInstance, import_id: str) -> list[dg.DagsterRun]:
@@ -125,8 +161,11 @@ def document(inst: dg.DagsterInstance, import_id: str) -> dict:
         folder = Folder.of(import_id).path
         if not folder.is_dir():
             raise MailPipelineError(f"import {import_id} not found")
-        note = pending.pending(folder) or {"kind": "draft"}
         created = _iso(folder.stat().st_ctime)
+        if _launch_died(folder):
+            return import_document(import_id, "failed", created_at=created, begins_at=None,
+                                   finished_at=None, run_id=None, error_message=_DIED_BEFORE_RUN)
+        note = pending.pending(folder) or {"kind": "draft"}
         return import_document(import_id, note["kind"], created_at=created,
                                begins_at=note.get("begins_at"), finished_at=None, run_id=None)
     run = runs[0]
@@ -195,8 +234,13 @@ def _settled_runs(inst: dg.DagsterInstance, import_id: str) -> list[dg.DagsterRu
     """The import's runs, newest first; a last run whose process died (killed, machine
     restarted) is marked failed here, since nothing else will."""
     runs = runs_of(inst, import_id)
-    if runs and runs[0].status in _RUNNING and not control.is_alive(
-            Folder.of(import_id).path, runs[0].run_id):
+    folder = Folder.of(import_id).path
+    # (NOT_STARTED: an in-process run, noted in run.json before Dagster created it, whose
+    # process died before it started; a queued run is QUEUED and never noted there.)
+    if runs and (runs[0].status in _RUNNING or (
+            runs[0].status == dg.DagsterRunStatus.NOT_STARTED
+            and (control.read_run(folder) or {}).get("run_id") == runs[0].run_id)) and not control.is_alive(
+            folder, runs[0].run_id):
         inst.report_run_failed(runs[0], message="the process running this import is gone (killed?)")
         runs[0] = inst.get_run_by_id(runs[0].run_id)
     return runs
@@ -230,7 +274,18 @@ def resume(inst: dg.DagsterInstance, import_id: str) -> dg.ExecuteInProcessResul
     first run; its committed batches are skipped, so no row is applied twice."""
     run = _settle(inst, import_id)
     if run is None:
-        raise MailPipelineError(f"import {import_id} has not run: only a paused or failed import resumes")
+        folder = Folder.of(import_id).path
+        if not (folder / "requested.json").exists() and not pending.pending(folder):
+            raise MailPipelineError(f"import {import_id} was interrupted as it was being created, "
+                                    "before its options were saved: import the file again")
+        if not _launch_died(folder):
+            raise MailPipelineError(f"import {import_id} has not run: only a paused or failed import resumes")
+        # Its process died after creating it, before its run existed: run it now, as asked.
+        control.clear(folder)
+        if not inst.has_dynamic_partition(imports_partitions.name, import_id):
+            inst.add_dynamic_partitions(imports_partitions.name, [import_id])
+        options = ImportOptions.model_validate(read_json(folder / "requested.json")["options"])
+        return execute_import(inst, import_id, options)
     state = document(inst, import_id)["state"]
     if retention.purged_at(Folder.of(import_id).path):
         raise MailPipelineError(f"import {import_id} was purged: its files are gone, so it cannot resume")
@@ -241,13 +296,35 @@ def resume(inst: dg.DagsterInstance, import_id: str) -> dg.ExecuteInProcessResul
     tags = {"mail_pipeline/kind": "import", "dagster/parent_run_id": run.run_id,
             "dagster/root_run_id": run.root_run_id or run.run_id}
     return job.execute_in_process(run_config=run.run_config, instance=inst, partition_key=import_id,
-                                  raise_on_error=False, tags=tags)
+                                  raise_on_error=False, tags=tags, run_id=_registered(import_id))
 
 
 def note_request(import_id: str, options: ImportOptions) -> None:
-    """What the import was asked to do, shown by its document until its file is staged."""
+    """What the import was asked to do, shown by its document until its file is staged; and
+    which process asked, so an import whose process died before its run existed can resume."""
     write_json(Folder.of(import_id).path / "requested.json",
-               {"options": options.model_dump(), "origin": options.source})
+               {"options": options.model_dump(), "origin": options.source, "pid": os.getpid()})
+
+
+_DIED_BEFORE_RUN = "its process was gone before its run started (killed?)"
+
+
+def _launch_died(folder) -> bool:
+    """An import with no run, not a draft or scheduled one, whose requesting process is gone:
+    killed between creating the import and starting (or queueing) its run."""
+    if pending.pending(folder):
+        return False
+    requested = read_json(folder / "requested.json") or {}
+    pid = requested.get("pid")
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+        return False
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
 
 
 def submit_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptions) -> str:

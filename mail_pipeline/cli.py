@@ -19,7 +19,7 @@ from typing import Optional, Union
 
 from mail_pipeline import control, download, home, logs, pending
 from mail_pipeline.document import listing
-from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.errors import DiskFull, MailPipelineError, disk_full, disk_full_message
 from mail_pipeline.exports import build_export
 from mail_pipeline.files import read_json
 from mail_pipeline.options import ImportOptions, build
@@ -147,7 +147,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             path.unlink(missing_ok=True)
     runs = _runs()
     inst = runs.instance()
-    import_id, created = runs.create_import(inst, options.idempotency_key)
+    now = not (args.draft or later or args.detach)
+    import_id, created = runs.create_import(inst, options.idempotency_key, options if now else None)
     if not created:  # the same idempotency key: the existing import, not a second one
         if spooled:
             path.unlink(missing_ok=True)
@@ -190,11 +191,20 @@ def _follow(inst, import_id: str, as_json: bool, run) -> dict:
              f"mail-pipeline imports resume {import_id}")
 
     previous = signal.signal(signal.SIGINT, pause)
+    quiet = _QuietEventLog(sys.stderr)
+    sys.stderr = quiet
     try:
         run()
     except KeyboardInterrupt:
         pause(None, None)
+    except Exception as exc:
+        # The disk filled up under the Dagster instance itself: the run cannot even record its
+        # failure. One sentence instead of SQLAlchemy's traceback; resuming settles the run.
+        if not disk_full(exc, home.home()):
+            raise
+        raise DiskFull(disk_full_message(home.home(), import_id)) from None
     finally:
+        sys.stderr = quiet.stream
         signal.signal(signal.SIGINT, previous)
         done.set()
     # DuckDB answers Ctrl-C itself by interrupting its query (the batch rolls back), so the run
@@ -205,6 +215,25 @@ def _follow(inst, import_id: str, as_json: bool, run) -> dict:
         pause(None, None)
         document = runs.document(inst, import_id)
     return document
+
+
+class _QuietEventLog:
+    """stderr, less the notes Dagster writes straight to it when its event log cannot be
+    written because the disk is full (each a SQL statement and its parameters): the import's
+    own one-sentence error says it."""
+
+    PREFIX = "Exception while writing logger call to event log"
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith(self.PREFIX) and disk_full(Exception(text), home.home()):
+            return len(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -366,10 +395,17 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    _runs().instance().dispose()  # its storage made and the store's pool set, before the daemon
     env = dict(os.environ, DAGSTER_HOME=str(home.dagster_home()))
     command = [sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions",
                "-h", args.host, "-p", str(args.port)]
     _say(f"Dagster UI on http://{args.host}:{args.port} (home {home.home()}); Ctrl-C stops it")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        # Dagster's UI has no sign-in: whoever reaches the port can launch, cancel and read
+        # imports (docs/reliability.md, "Security", says how to put it behind one).
+        _say(f"warning: the UI has no authentication and listens on {args.host}: anyone who can "
+             "reach this port can run imports and read subscribers; put it behind a proxy that "
+             "signs users in")
     return subprocess.call(command, env=env)
 
 
@@ -485,7 +521,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return args.func(args)
     except MailPipelineError as exc:
         _say(f"error: {exc}")
-        return 2
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         _say("interrupted")
         return 130

@@ -60,9 +60,14 @@ def register(folder: Path, run_id: str) -> None:
     write_json(folder / "run.json", {"run_id": run_id, "pid": os.getpid()})
 
 
+def read_run(folder: Path) -> Optional[dict]:
+    """The run noted as working on the import (run_id, pid), if any."""
+    return read_json(folder / "run.json")
+
+
 def is_alive(folder: Path, run_id: str) -> bool:
     """Whether the process noted for `run_id` still exists (unknown counts as alive)."""
-    note = read_json(folder / "run.json")
+    note = read_run(folder)
     if not note or note.get("run_id") != run_id:
         return True
     try:

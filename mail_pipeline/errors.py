@@ -3,3 +3,45 @@
 
 class MailPipelineError(Exception):
     """A problem with the user's input or request (bad file, bad option, unknown import)."""
+
+
+class DiskFull(MailPipelineError):
+    """The disk under the home filled up: the import stopped where it was and resumes once
+    there is space (exit code 1, like any failed import)."""
+
+    exit_code = 1
+
+
+# How a full disk shows through the layers: an OSError (errno 28), DuckDB's IO error, SQLite's
+# (the Dagster instance) - whose next statement may only say "disk I/O error".
+_FULL = ("no space left on device", "database or disk is full", "[errno 28]")
+
+
+def disk_full(exc: BaseException, where=None) -> bool:
+    """Whether `exc` (or an exception it came from) is a full disk; `where` (a path) lets a
+    vaguer I/O error count when that path's filesystem has (almost) no space left."""
+    import errno
+    import os
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        text = str(exc).lower()
+        if any(sign in text for sign in _FULL):
+            return True
+        if where is not None and ("i/o error" in text or "io error" in text):
+            try:
+                stat = os.statvfs(where)
+                if stat.f_bavail * stat.f_frsize < 1 << 20:
+                    return True
+            except OSError:
+                pass
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_message(home, import_id: str) -> str:
+    return (f"no space left on the disk holding {home}: free some space, then resume with: "
+            f"mail-pipeline imports resume {import_id}")

@@ -238,9 +238,9 @@ def merge_import(folder: Folder, database: Path,
         logs.append_log(folder.path, f"not unsubscribing others: {summary['failed']} rows failed")
     waiting = folder.path / "waiting"
 
-    def wait() -> None:  # the import is `scheduled` until the store is its
+    def wait(what: str) -> None:  # the import is `scheduled` until the store is its
         waiting.touch()
-        logs.append_log(folder.path, "waiting for another import or export to finish")
+        logs.append_log(folder.path, f"waiting for {what}")
 
     # A dry run with no store yet merges into an empty one in memory, so it never creates one.
     opened = (closing(store.empty()) if dry_run and not database.exists()

@@ -100,39 +100,57 @@ def empty() -> duckdb.DuckDBPyConnection:
 
 @contextmanager
 def writer(path: Path,
-           on_wait: Optional[Callable[[], None]] = None) -> Iterator[duckdb.DuckDBPyConnection]:
+           on_wait: Optional[Callable[[str], None]] = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """The store, for one writer at a time across every process, however its run was launched
     (the queue's pool covers runs the daemon starts; a command-line run in its own process is
-    held here instead). Waits as long as another writer works, calling `on_wait` first."""
+    held here instead). Waits as long as another writer works, calling `on_wait` first with
+    what it waits for."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".writer.lock"), "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if on_wait:
-                on_wait()
+                on_wait("another import or export to finish")
             fcntl.flock(lock, fcntl.LOCK_EX)  # released by the OS if the holder dies
-        con = connect(path)
+        con = connect(path, on_wait=on_wait)
         try:
             yield con
         finally:
             con.close()
 
 
-def connect(path: Path, wait_seconds: float = 600.0) -> duckdb.DuckDBPyConnection:
-    """Open the store for writing, creating its tables; waits while another process holds it."""
+def connect(path: Path, wait_seconds: float = 600.0,
+            on_wait: Optional[Callable[[str], None]] = None) -> duckdb.DuckDBPyConnection:
+    """Open the store for writing, creating its tables; waits while another process holds it
+    (DuckDB's own lock: a `duckdb` shell or a notebook with the file open), calling `on_wait`
+    once with who holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
+    said = False
     while True:
         try:
             con = duckdb.connect(str(path), config={"memory_limit": _memory_limit()})
             break
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise MailPipelineError(f"the subscriber store is busy: {path}") from None
+            if "lock" not in str(exc).lower():
+                raise
+            holder = _holder(str(exc))
+            if time.monotonic() > deadline:
+                raise MailPipelineError(f"the subscriber store is busy: {holder} has had {path} "
+                                        f"open for over {wait_seconds:.0f} s") from None
+            if on_wait and not said:
+                on_wait(f"{holder} to close the subscriber store")
+                said = True
             time.sleep(0.5)
     # No progress bar: it would write to the user's terminal from inside a run.
     con.execute("SET enable_progress_bar = false")
     con.execute(SCHEMA)
     con.execute(MIGRATIONS)
     return con
+
+
+def _holder(message: str) -> str:
+    """Who holds the store, from DuckDB's lock error ("… is held in /usr/bin/python3 (PID 42)")."""
+    found = re.search(r"held in (.+?) \(PID (\d+)\)", message)
+    return f"process {found.group(2)} ({Path(found.group(1)).name})" if found else "another process"
