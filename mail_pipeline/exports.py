@@ -138,7 +138,7 @@ def export(con: duckdb.DuckDBPyConnection, options: ExportOptions, dest: Path) -
         copy_options += ", COMPRESSION gzip"
     dest.parent.mkdir(parents=True, exist_ok=True)
     ranges = _slices(con)
-    with replacing(dest) as tmp:
+    with replacing(dest) as tmp, _fixed_schema(con, options.format == "parquet"):
         if len(ranges) == 1:
             rows = _copy(con, query, {**params, "low": None, "high": None}, tmp, copy_options, csv)
         else:
@@ -147,11 +147,28 @@ def export(con: duckdb.DuckDBPyConnection, options: ExportOptions, dest: Path) -
     return Written(dest, int(rows), digest, size)
 
 
+@contextmanager
+def _fixed_schema(con: duckdb.DuckDBPyConnection, parquet: bool) -> Iterator[None]:
+    """Parquet: every column optional, whatever the store holds. DuckDB marks a column required
+    when its statistics prove it has no NULL, and those statistics follow the store's history
+    (an UPDATE, an empty result), so the same subscribers could be written with another schema
+    and a restored backup would not export the same file."""
+    if not parquet:
+        yield
+        return
+    [(before,)] = con.execute("SELECT current_setting('disabled_optimizers')").fetchall()
+    con.execute("SET disabled_optimizers = ?", [",".join(filter(None, [before, "statistics_propagation"]))])
+    try:
+        yield
+    finally:
+        con.execute("SET disabled_optimizers = ?", [before])
+
+
 # A store is exported a slice of subscribers (a range of emails) at a time: a slice's grouping,
 # join and sort fit in memory under the cap instead of spilling, and the slices, written in
 # order, hold the same rows in the same order as a single statement's file. (A gzip file then
-# has one member per slice, which gzip readers take as one stream; Parquet columns lose their
-# NOT NULL flag.)
+# has one member per slice, which gzip readers take as one stream; Parquet columns are optional
+# either way, see `_fixed_schema`.)
 SLICE_SUBSCRIBERS = 2_000_000
 
 

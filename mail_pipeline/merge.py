@@ -52,7 +52,8 @@ WITH target AS (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list),
 -- The validated rows not yet applied, less the file's duplicates. Batches are ranges of file
 -- rows (so a batch holds at most batch_size rows), numbered on from the last committed one.
 incoming AS (
-  SELECT row, email, lists, $first_batch + (row - $last_row - 1) // $size AS batch
+  SELECT row, email, lists, subscription_status,
+         $first_batch + (row - $last_row - 1) // $size AS batch
   FROM read_parquet($valid)
   WHERE row > $slice_after AND row <= $slice_last
     AND row NOT IN (SELECT row FROM read_parquet($duplicates))
@@ -86,7 +87,7 @@ joined AS (
   FROM looked_up l LEFT JOIN on_targets t ON t.email = l.email
   LEFT JOIN row_lists_missing m ON m.email = l.email
 )
-SELECT * EXCLUDE (email, lists), lists IS NOT NULL AS has_lists,
+SELECT * EXCLUDE (email, lists, subscription_status), lists IS NOT NULL AS has_lists,
   -- whether overwrite_when_status lets an overwrite touch this subscriber
   CASE gate WHEN 'scomp' THEN $when_scomp WHEN 'bounced' THEN $when_bounced
        WHEN 'deactivated' THEN $when_deactivated WHEN 'unsubscribed' THEN $when_unsubscribed
@@ -95,8 +96,10 @@ SELECT * EXCLUDE (email, lists), lists IS NOT NULL AS has_lists,
     WHEN NOT known THEN 'added'
     WHEN $mode = 'blocklist' THEN 'updated'
     WHEN current_status = 'blocklisted' THEN 'skipped_blocklisted'
+    -- (re-subscribing with the status 'unsubscribed' would change nothing)
     WHEN on_lists < $n_lists OR row_lists_missing > 0
-         OR ($subscribe_unsubscribed AND any_unsubscribed) THEN 'added'
+         OR ($subscribe_unsubscribed AND any_unsubscribed
+             AND coalesce(subscription_status, $subscription_status) != 'unsubscribed') THEN 'added'
     -- unsubscribed from a target list: re-subscribed only with subscribe_unsubscribed; with
     -- overwrite, the gate (most restrictive status first) decides as for any other status
     WHEN any_unsubscribed AND NOT $overwrite THEN 'skipped_unsubscribed'

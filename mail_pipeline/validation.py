@@ -15,7 +15,7 @@ from mail_pipeline.reading import Records
 from mail_pipeline.times import format_hint, parse_times
 from mail_pipeline.exports import UNGUARD
 from mail_pipeline.values import (MAX_DEPTH, STATUS_WORDS, SUBSCRIBER_STATUSES, custom_fields_json,
-                                  ip_addresses, json_objects, json_tag_lists, memberships,
+                                  depth, ip_addresses, json_objects, json_tag_lists, memberships,
                                   parse_tags, split_status)
 
 
@@ -179,8 +179,12 @@ def _message(check: str, columns: list[str], mapping: Mapping) -> pl.Expr:
     field = check.removesuffix("_ok")
     column = columns[mapping.fields[field]] if field in mapping.fields else field
     if check == "attributes_ok":
-        return _quoted(f"invalid attributes in column '{column}': not a JSON object"
-                       f" (or nested deeper than {MAX_DEPTH} levels)")
+        too_deep = pl.col("attributes").map_elements(  # (failed rows only: a few)
+            lambda text: depth(text) > MAX_DEPTH, return_dtype=pl.Boolean)
+        return (pl.when(too_deep)
+                .then(_quoted(f"invalid attributes in column '{column}': nested deeper than "
+                              f"{MAX_DEPTH} levels"))
+                .otherwise(_quoted(f"invalid attributes in column '{column}': not a JSON object")))
     if check == "lists_ok":
         return pl.concat_str([_quoted("invalid lists '"), pl.col("raw:lists"), _quoted(
             f"' in column '{column}': must be a JSON object of list name → subscription status")])
@@ -206,7 +210,8 @@ def reasons(parsed: pl.DataFrame, columns: list[str], mapping: Mapping) -> pl.Da
         return pl.DataFrame(schema={"index": pl.UInt32, "error": pl.String})
     except pa.errors.SchemaErrors as exc:
         cases = exc.failure_cases.filter(pl.col("index").is_not_null())
-    inputs = ["email_error", *[c for c in parsed.columns if c.startswith("raw:")], *IP_FIELDS]
+    inputs = ["email_error", "attributes", *[c for c in parsed.columns if c.startswith("raw:")],
+              *IP_FIELDS]
     cases = (
         cases.select(pl.col("index").cast(pl.UInt32), "column")
         .with_columns(pl.col("column").replace_strict(_PRIORITY, return_dtype=pl.Int8).alias("rank"))

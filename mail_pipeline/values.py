@@ -80,7 +80,7 @@ MAX_DEPTH = 64
 
 
 def _strict_object(text: str) -> bool:
-    if _depth(text) > MAX_DEPTH:
+    if depth(text) > MAX_DEPTH:
         return False
     try:
         return isinstance(json.loads(text, parse_constant=_refuse), dict)
@@ -88,15 +88,15 @@ def _strict_object(text: str) -> bool:
         return False
 
 
-def _depth(text: str) -> int:
+def depth(text: str) -> int:
     """How deep brackets nest outside strings: a regex takes out the strings first."""
-    depth = deepest = 0
+    level = deepest = 0
     for bracket in re.sub(r'"(?:[^"\\]|\\.)*"', "", text):
         if bracket in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
+            level += 1
+            deepest = max(deepest, level)
         elif bracket in "]}":
-            depth -= 1
+            level -= 1
     return deepest
 
 
