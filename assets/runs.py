@@ -235,12 +235,13 @@ def _settled_runs(inst: dg.DagsterInstance, import_id: str) -> list[dg.DagsterRu
     restarted) is marked failed here, since nothing else will."""
     runs = runs_of(inst, import_id)
     folder = Folder.of(import_id).path
+    if not runs:
+        return runs
     # (NOT_STARTED: an in-process run, noted in run.json before Dagster created it, whose
     # process died before it started; a queued run is QUEUED and never noted there.)
-    if runs and (runs[0].status in _RUNNING or (
-            runs[0].status == dg.DagsterRunStatus.NOT_STARTED
-            and (control.read_run(folder) or {}).get("run_id") == runs[0].run_id)) and not control.is_alive(
-            folder, runs[0].run_id):
+    noted = (control.read_run(folder) or {}).get("run_id") == runs[0].run_id
+    started = runs[0].status in _RUNNING or (runs[0].status == dg.DagsterRunStatus.NOT_STARTED and noted)
+    if started and not control.is_alive(folder, runs[0].run_id):
         inst.report_run_failed(runs[0], message="the process running this import is gone (killed?)")
         runs[0] = inst.get_run_by_id(runs[0].run_id)
     return runs

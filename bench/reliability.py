@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from tests import faults, hostile, load  # noqa: E402  (the harnesses live with the tests)
 
 DOC = ROOT / "docs" / "reliability.md"
+FIGURES = DOC.with_suffix(".json")
 FULL = {"rows": 1_000_000, "kills": 20, "disk_rows": 1_000_000, "lock_rows": 1_000_000,
         "imports": 20, "import_rows": 50_000, "exports": 3}
 QUICK = {"rows": 30_000, "kills": 3, "disk_rows": 30_000, "lock_rows": 30_000,
@@ -54,73 +55,90 @@ def run_corpus(workdir: Path) -> list[dict]:
     return results
 
 
+PARTS = ("corpus", "kills", "disk", "lock", "load")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="CI sizes; implies --no-write")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
-    ap.add_argument("--only", default="corpus,kills,disk,lock,load",
-                    help="comma-separated parts to run (a partial run never rewrites the doc)")
+    ap.add_argument("--only", default=",".join(PARTS),
+                    help="comma-separated parts to run; the others keep their figures from the "
+                         "last run (docs/reliability.json)")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     sizes = QUICK if args.quick else FULL
-    parts = set(args.only.split(","))
-    figures: dict = {"sizes": sizes, "seed": args.seed}
-    began = time.monotonic()
+    parts = [part for part in PARTS if part in args.only.split(",")]
+    write = not (args.quick or args.no_write)
+    figures: dict = {}
+    if write and set(parts) != set(PARTS) and FIGURES.exists():
+        figures = json.loads(FIGURES.read_text())  # a partial run refreshes its parts only
+    figures.update({"sizes": sizes, "seed": args.seed})
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
-        work = Path(tmp)
-        if "corpus" in parts:
-            say("hostile corpus")
-            figures["corpus"] = run_corpus(work / "corpus")
-        if "kills" in parts:
-            say(f"SIGKILL x{sizes['kills']} during a {sizes['rows']}-row import")
-            figures["kills"] = faults.kill_and_resume(work / "kills", rows=sizes["rows"],
-                                                      kills=sizes["kills"], seed=args.seed)
-        if "disk" in parts:
-            say("full disk")
-            figures["disk"] = faults.full_disk(work / "disk", rows=sizes["disk_rows"], seed=args.seed)
-        if "lock" in parts:
-            say("store lock held by another process")
-            figures["lock"] = faults.lock_held(work / "lock", rows=sizes["lock_rows"], seed=args.seed)
-        if "load" in parts:
-            say(f"{sizes['imports']} queued imports + {sizes['exports']} exports under the daemon")
-            figures["load"] = load.queued_load(work / "load", imports=sizes["imports"],
-                                               rows=sizes["import_rows"], exports=sizes["exports"],
-                                               seed=args.seed)
-    figures["seconds"] = round(time.monotonic() - began)
+        for part in parts:
+            began = time.monotonic()
+            try:
+                figures[part] = RUNS[part](Path(tmp) / part, sizes, args.seed)
+            except Exception as exc:  # an hour's other figures must survive one part's crash
+                say(f"{part} crashed: {exc!r}")
+                figures[part] = {"error": repr(exc)}
+            figures.setdefault("part_seconds", {})[part] = round(time.monotonic() - began)
+            if write:
+                FIGURES.write_text(json.dumps(figures, indent=1, default=str) + "\n")
+    figures["seconds"] = sum(figures.get("part_seconds", {}).values())
     text = render(figures)
     print(text)
     failures = problems(figures)
     for failure in failures:
         say(f"FAILED: {failure}")
-    if not (args.quick or args.no_write or parts != {"corpus", "kills", "disk", "lock", "load"}):
+    if write:
         DOC.write_text(text)
-        (DOC.with_suffix(".json")).write_text(json.dumps(figures, indent=1, default=str) + "\n")
-        say(f"wrote {DOC.relative_to(ROOT)} and its figures (.json)")
+        FIGURES.write_text(json.dumps(figures, indent=1, default=str) + "\n")
+        say(f"wrote {DOC.relative_to(ROOT)} and its figures ({FIGURES.name})")
     return 1 if failures else 0
+
+
+RUNS = {
+    "corpus": lambda work, sizes, seed: run_corpus(work),
+    "kills": lambda work, sizes, seed: faults.kill_and_resume(
+        work, rows=sizes["rows"], kills=sizes["kills"], seed=seed),
+    "disk": lambda work, sizes, seed: faults.full_disk(work, rows=sizes["disk_rows"], seed=seed),
+    "lock": lambda work, sizes, seed: faults.lock_held(work, rows=sizes["lock_rows"], seed=seed),
+    "load": lambda work, sizes, seed: load.queued_load(
+        work, imports=sizes["imports"], rows=sizes["import_rows"], exports=sizes["exports"], seed=seed),
+}
 
 
 def problems(figures: dict) -> list[str]:
     """What did not hold, one line each (empty: everything held)."""
-    found = [f"corpus case {r['case']}: {r['problems']}" for r in figures.get("corpus", []) if r["problems"]]
-    kills = figures.get("kills")
+    found = [f"{part} crashed: {figures[part]['error']}" for part in PARTS
+             if isinstance(figures.get(part), dict) and "error" in figures[part]]
+    if isinstance(figures.get("corpus"), list):
+        found += [f"corpus case {r['case']}: {r['problems']}" for r in figures["corpus"] if r["problems"]]
+    kills = _ran(figures, "kills")
     if kills and (kills["identical"] != kills["kills"] or kills["rows_lost"]):
         found.append(f"kills: {kills['identical']}/{kills['kills']} identical, {kills['rows_lost']} rows lost")
     for part in ("disk", "lock"):
-        result = figures.get(part)
+        result = _ran(figures, part)
         if result and not result.get("skipped") and (
                 result["passed"] != len(result["cases"]) or result["rows_lost"]):
             found.append(f"{part}: {result['passed']}/{len(result['cases'])} passed, "
                          f"{result['rows_lost']} rows lost")
-    loaded = figures.get("load")
+    loaded = _ran(figures, "load")
     if loaded and not loaded.get("ok"):
         found.append(f"load: {json.dumps(_brief(loaded), default=str)[:600]}")
     return found
 
 
+def _ran(figures: dict, part: str):
+    """A part's figures, or None when it did not run or crashed (`problems` reports that)."""
+    result = figures.get(part)
+    return None if not result or (isinstance(result, dict) and "error" in result) else result
+
+
 def render(figures: dict) -> str:
-    corpus = figures.get("corpus", [])
-    kills = figures.get("kills")
-    disk, lock, loaded = figures.get("disk"), figures.get("lock"), figures.get("load")
+    corpus = _ran(figures, "corpus") or []
+    kills, disk, lock, loaded = (_ran(figures, p) for p in ("kills", "disk", "lock", "load"))
     out = [
         "# Reliability",
         "",
@@ -136,6 +154,8 @@ def render(figures: dict) -> str:
         "",
         "## Summary",
         "",
+        *[f"**{part} did not finish: {figures[part]['error']}**\n" for part in PARTS
+          if isinstance(figures.get(part), dict) and "error" in figures[part]],
         "| what was tried | tried | survived (clear error or rows routed, or identical result) | rows lost |",
         "|---|---|---|---|",
     ]
@@ -153,7 +173,7 @@ def render(figures: dict) -> str:
         out.append(f"| {loaded.get('imports')} imports queued at once + {loaded.get('exports')} exports, "
                    f"daemon running | {loaded.get('imports')} imports | "
                    f"{'all finished, identical to one by one' if loaded.get('ok') else 'NOT ALL: see below'} "
-                   f"| {loaded.get('rows_lost', 0)} |")
+                   f"| {_load_rows_lost(loaded)} |")
     out += ["", _security(), ""]
     if corpus:
         out += ["## Hostile input", "",
@@ -207,7 +227,7 @@ def render(figures: dict) -> str:
                        f"| {c['exit']} | {_yes(c['identical'])} | {c['rows_lost']} |")
         out.append("")
     if loaded:
-        runs = loaded.get("runs", {})
+        runs, sampler = loaded.get("runs", {}), loaded.get("lock_sampler", {})
         out += ["## Load", "",
                 f"`mail-pipeline ui` (webserver and daemon) on a fresh home; {loaded['imports']} files "
                 f"of {loaded['rows_per_import']:,} rows (overlapping emails, different lists and "
@@ -218,8 +238,8 @@ def render(figures: dict) -> str:
                 "| measure | value |", "|---|---|",
                 f"| imports finished | {loaded['finished']} of {loaded['imports']} |",
                 f"| most runs at once (run records) | {runs.get('max_concurrent_daemon_runs')} |",
-                f"| most holders of the store's locks (/proc/locks, {loaded['lock_sampler']['samples']:,} "
-                f"samples) | {max(loaded['lock_sampler']['max_holders'].values())} |",
+                f"| most holders of the store's locks (/proc/locks, {sampler.get('samples', 0):,} "
+                f"samples) | {max(sampler.get('max_holders', {}).values(), default='none seen')} |",
                 f"| lock errors in logs and output | {loaded['lock_errors']} |",
                 f"| exports that match the store as it stood between two imports | {loaded['exports_ok']} "
                 f"of {loaded['exports']} |",
@@ -230,6 +250,12 @@ def render(figures: dict) -> str:
                 f"| from the first queued to the last finished (s) | {loaded['seconds_imports']} |",
                 f"| the same imports one by one (s) | {loaded['seconds_serial']} |", ""]
     return "\n".join(out)
+
+
+def _load_rows_lost(loaded: dict) -> int:
+    """Rows of the one-by-one run's store missing from the daemon's."""
+    tables = loaded.get("comparison", {}).get("tables", {})
+    return sum(table.get("only_serial", 0) for table in tables.values())
 
 
 def _cell(text) -> str:

@@ -158,8 +158,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     folder = Folder.of(import_id).path
     if args.draft:  # Mailcoach: created now, rows appended, started later
         options = pending.draft(folder, Path(path), options)
-    runs.note_request(import_id, options)
-    if not (args.draft or later or args.detach):
+    if not now:  # (one that runs now was noted as it was created)
+        runs.note_request(import_id, options)
+    if now:
         return _finish(_follow(inst, import_id, args.json,
                                lambda: runs.execute_import(inst, import_id, options)), args.json)
     if args.draft:
@@ -259,6 +260,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     inst = runs.instance()
     folder = Folder.of(args.id).path
     options = ImportOptions.model_validate((read_json(folder / "requested.json") or {}).get("options", {}))
+    runs.note_request(args.id, options)  # this process asks now: not the draft's, long gone
     pending.start(folder)
     if args.detach:
         runs.submit_import(inst, args.id, options)

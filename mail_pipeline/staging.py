@@ -113,7 +113,7 @@ def open_source(source: Path) -> Iterator[tuple[BinaryIO, str]]:
     try:
         with zipfile.ZipFile(source) as archive:
             entry = _first_csv(archive)
-            _refuse_bomb(archive.getinfo(entry))
+            _refuse_bomb(archive.getinfo(entry), source.stat().st_size)
             with archive.open(entry) as stream:
                 yield stream, f"{source}:{entry}"
     except unreadable as exc:
@@ -149,7 +149,8 @@ def _first_csv(archive: zipfile.ZipFile) -> str:
     of it (zip-slip) is refused whole: nothing is ever extracted, but it is not a user's export."""
     for info in archive.infolist():
         parts = info.filename.replace("\\", "/").split("/")
-        if info.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+        drive = re.match(r"[A-Za-z]:", info.filename)  # (a colon elsewhere is a plain name)
+        if info.filename.startswith(("/", "\\")) or ".." in parts or drive:
             raise MailPipelineError(f"invalid file: the ZIP entry {info.filename!r} points outside "
                                     "the archive")
     names = sorted(info.filename for info in archive.infolist()
@@ -162,13 +163,15 @@ def _first_csv(archive: zipfile.ZipFile) -> str:
     raise MailPipelineError("invalid file: the ZIP holds no CSV file")
 
 
-def _refuse_bomb(info: zipfile.ZipInfo) -> None:
+def _refuse_bomb(info: zipfile.ZipInfo, archive_size: int) -> None:
+    # The compressed size is declared too: never believe more than the archive's own size.
+    compressed = max(min(info.compress_size, archive_size), 1)
     if info.file_size > MAX_UNZIPPED_BYTES:
         raise MailPipelineError(f"invalid file: the ZIP entry {info.filename!r} would inflate to "
                                 f"{info.file_size} bytes, over the {MAX_UNZIPPED_BYTES} allowed")
-    if info.file_size > _CHUNK and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1):
+    if info.file_size > _CHUNK and info.file_size > MAX_ZIP_RATIO * compressed:
         raise MailPipelineError(f"invalid file: the ZIP entry {info.filename!r} would inflate "
-                                f"{info.file_size // max(info.compress_size, 1)} times its size, "
+                                f"{info.file_size // compressed} times its size, "
                                 f"over the {MAX_ZIP_RATIO} allowed (a ZIP bomb?)")
 
 

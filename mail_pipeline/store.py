@@ -134,7 +134,9 @@ def connect(path: Path, wait_seconds: float = 600.0,
             break
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
-                raise
+                # (a damaged file, a full disk: `from exc` keeps the cause for disk_full)
+                raise MailPipelineError(f"the subscriber store cannot be opened: "
+                                        f"{str(exc).splitlines()[0]}") from exc
             holder = _holder(str(exc))
             if time.monotonic() > deadline:
                 raise MailPipelineError(f"the subscriber store is busy: {holder} has had {path} "

@@ -259,6 +259,8 @@ def _log_differences(ref: Result, trial: Result) -> tuple[dict, int]:
     and the reference's log lines missing from the trial."""
     a = ref.home / "imports" / ref.import_id
     b = trial.home / "imports" / trial.import_id
+    # A comparison of nothing must not pass: the reference has its stats and category logs.
+    assert (a / "stats.json").exists() and any(p.name != "log.txt" for p in (a / "logs").glob("*")), a
     figures, lost = {}, 0
     names = {p.name for p in (a / "logs").glob("*")} | {p.name for p in (b / "logs").glob("*")}
     for name in sorted(names - {"log.txt"}):

@@ -104,6 +104,15 @@ def _bomb_real(megabytes: int) -> bytes:
     return out.getvalue()
 
 
+def _lying_compressed(data: bytes) -> bytes:
+    """Declare the entry's compressed size as large as its inflated size (ratio 1:1 on paper)."""
+    data = bytearray(data)
+    central = data.rfind(b"PK\x01\x02")
+    size = struct.unpack_from("<I", data, central + 24)[0]
+    struct.pack_into("<I", data, central + 20, size)
+    return bytes(data)
+
+
 def _nested_zip() -> bytes:
     inner = io.BytesIO()
     with zipfile.ZipFile(inner, "w") as archive:
@@ -177,6 +186,12 @@ def cases() -> list[Case]:
              error="the ZIP holds no CSV file"),
         Case("zip-slip", "a ZIP entry named ../../evil.csv (zip-slip)",
              _zip([("../../evil.csv", rows)]), error="points outside the archive"),
+        Case("zip-colon-name", "a ZIP whose CSV name holds a colon (a macOS time: allowed)",
+             _zip([("export 2024-05-01 10:30.csv", rows)]), rows={"added": 2}),
+        Case("zip-drive", "a ZIP entry with a Windows drive path", _zip([("C:/evil.csv", rows)]),
+             error="points outside the archive"),
+        Case("zip-ratio-lie", "a ZIP bomb whose directory also lies about its compressed size",
+             _file("input.zip", lambda: _lying_compressed(_bomb_real(50))), error="ZIP bomb"),
         Case("zip-absolute", "a ZIP entry with an absolute path",
              _zip([("/tmp/evil.csv", rows)]), error="points outside the archive"),
         Case("zip-bomb-declared", "a 200-byte ZIP declaring 4 GB inside (lying directory)",
@@ -227,6 +242,11 @@ def cases() -> list[Case]:
              _csv(b'email,attributes\na@x.com,"' + b'{""a"":' * 10_000 + b"1" + b"}" * 10_000
                   + b'"\nb@x.com,"{""k"": 1}"\n'),
              rows={"added": 1, "failed": 1}, failed_reason="nested deeper than 64 levels"),
+        Case("attributes-escape-bomb", "attributes: 65 brackets, then an unclosed string of 1 MB "
+             "of escaped quotes (quadratic for a naive scanner)",
+             _csv(lambda: b'email,attributes\na@x.com,"' + b"[" * 65 + b'""' + b'\\""' * (1 << 18)
+                  + b'"\nb@x.com,"{}"\n'),
+             rows={"added": 1, "failed": 1}, failed_reason="invalid attributes"),
         Case("attributes-1mb", "attributes with a 1 MB value",
              _csv(lambda: b'email,attributes\na@x.com,"{""k"": ""' + b"v" * (1 << 20) + b'""}"\n'),
              rows={"added": 1}),
@@ -356,7 +376,9 @@ def run(case: Case, workdir: Path, timeout: float = 180) -> dict:
     """Run `case` as a user would (`mail-pipeline import … --json`) on a fresh home under
     `workdir`, and check everything the issue asks of it. Returns the case's name, what
     happened, how long it took and the problems found (none when it passed)."""
-    home, inputs, cwd = workdir / "home", workdir / "in", workdir / "cwd"
+    # The command runs three folders down, so a path climbing out of it (zip-slip's ../../)
+    # still lands inside `workdir`, where it would be seen.
+    home, inputs, cwd = workdir / "home", workdir / "in", workdir / "cwd" / "a" / "b"
     for folder in (inputs, cwd):
         folder.mkdir(parents=True, exist_ok=True)
     args = case.write(inputs)

@@ -601,6 +601,7 @@ def queued_load(workdir, imports: int = 20, rows: int = 300, exports: int = 2, s
     figures["ok"] = bool(
         figures["finished"] == imports and not figures["timed_out"] and figures["identical"]
         and figures["lock_errors"] == 0 and figures["runs"]["max_concurrent_daemon_runs"] <= 1
+        and figures["lock_sampler"].get("samples", 0) > 0  # (a sampler that saw nothing proves nothing)
         and all(v <= 1 for v in figures["lock_sampler"].get("max_holders", {}).values())
         and figures["runs"]["started_in_queue_order"] and figures["exports_ok"] == exports
         and figures["serial_finished"] == imports and figures["stats_equal"] == imports)

@@ -67,12 +67,14 @@ TIMES = st.sampled_from(["", "2014-05-11", "05/11/2014 2:30pm", "March 11, 1994"
                          "1994-03-11T14:30:47-06:00"])
 IPS = st.sampled_from(["", "192.0.2.1", "2001:db8::1", "999.1.1.1"])
 WIDE_ROWS = st.lists(st.tuples(EMAILS, STATUSES, TAGS, FORMATS, TIMES, IPS, CELLS), max_size=20)
+# GreenArrow's overwrite flags, each given or left to its default.
+OVERWRITE_WHAT = st.fixed_dictionaries({}, optional={
+    k: st.booleans() for k in ("custom_fields", "status", "confirmed", "format")})
+OVERWRITE_WHEN = st.fixed_dictionaries({}, optional={
+    k: st.booleans() for k in ("active", "unsubscribed", "bounced", "deactivated", "scomp")})
 OPTIONS = st.fixed_dictionaries({}, optional={
     "overwrite": st.booleans(),
-    "overwrite_what": st.fixed_dictionaries({}, optional={
-        k: st.booleans() for k in ("custom_fields", "status", "confirmed", "format")}),
-    "overwrite_when_status": st.fixed_dictionaries({}, optional={
-        k: st.booleans() for k in ("active", "unsubscribed", "bounced", "deactivated", "scomp")}),
+    "overwrite_what": OVERWRITE_WHAT, "overwrite_when_status": OVERWRITE_WHEN,
     "subscribe_unsubscribed": st.booleans(), "replace_tags": st.booleans(),
     "unsubscribe_others": st.booleans(), "tags": st.sampled_from([[], ["imported"]]),
     "default_custom_fields": st.sampled_from([{}, {"City": "Oslo", "Cars": ["Kia"]}]),
@@ -131,10 +133,7 @@ ROUND_HEADER = ["email", "name", "status", "attributes", "tags", "email_format",
 ROUND_OPTIONS = st.fixed_dictionaries({"lists": st.lists(st.sampled_from(LISTS), max_size=2, unique=True)},
                                       optional={
     "overwrite": st.booleans(),
-    "overwrite_what": st.fixed_dictionaries({}, optional={
-        k: st.booleans() for k in ("custom_fields", "status", "confirmed", "format")}),
-    "overwrite_when_status": st.fixed_dictionaries({}, optional={
-        k: st.booleans() for k in ("active", "unsubscribed", "bounced", "deactivated", "scomp")}),
+    "overwrite_what": OVERWRITE_WHAT, "overwrite_when_status": OVERWRITE_WHEN,
     "subscribe_unsubscribed": st.booleans(), "replace_tags": st.booleans(),
     "tags": st.sampled_from([[], ["imported"], ["=x", "Ünï"]]),
     "subscription_status": st.sampled_from(["confirmed", "unconfirmed"]),
@@ -239,10 +238,7 @@ EFFECT_OPTIONS = st.fixed_dictionaries({
     "lists": st.lists(st.sampled_from(["news", "offers"]), max_size=2, unique=True),
     "overwrite": st.booleans(), "subscribe_unsubscribed": st.booleans(),
 }, optional={
-    "overwrite_what": st.fixed_dictionaries({}, optional={
-        k: st.booleans() for k in ("custom_fields", "status", "confirmed", "format")}),
-    "overwrite_when_status": st.fixed_dictionaries({}, optional={
-        k: st.booleans() for k in ("active", "unsubscribed", "bounced", "deactivated", "scomp")}),
+    "overwrite_what": OVERWRITE_WHAT, "overwrite_when_status": OVERWRITE_WHEN,
     "replace_tags": st.booleans(),
     "unsubscribe_others": st.booleans(), "tags": st.sampled_from([[], ["imported"]]),
     "default_custom_fields": st.sampled_from([{}, {"City": "Oslo", "Cars": ["Kia"]}]),
