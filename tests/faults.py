@@ -419,13 +419,21 @@ def kill_and_resume(workdir, rows: int = 30_000, kills: int = 3, seed: int = 7,
         at = None if stages else (k + rnd.random()) / kills * duration
         target = stages[k % len(stages)] if stages else None
         fraction = rnd.random()
-        home = setup.fresh_home(workdir / f"trial-{k}")
-        t0 = time.monotonic()
-        since = datetime.now(timezone.utc)
-        proc = start(home, *setup.command())
-        killed_it = _kill_when(proc, home, setup.import_id, at, target, fraction)
-        killed_after = time.monotonic() - t0
-        proc.communicate()
+        for attempt in range(3):
+            home = setup.fresh_home(workdir / f"trial-{k}")
+            t0 = time.monotonic()
+            since = datetime.now(timezone.utc)
+            proc = start(home, *setup.command())
+            killed_it = _kill_when(proc, home, setup.import_id, at, target, fraction)
+            killed_after = time.monotonic() - t0
+            proc.communicate()
+            if killed_it or at is None or attempt == 2:
+                break
+            # It finished first (the machine got quicker than when the reference was timed):
+            # the same point of this run, which just showed how long a whole one takes now.
+            say(f"kill {k + 1}/{kills}: finished in {killed_after:.2f} s, before {at:.2f} s; again")
+            at = at / duration * killed_after * 0.95
+            shutil.rmtree(home, ignore_errors=True)
         killed = stage_of(home, setup.import_id) if killed_it else {"stage": "finished before the kill"}
         batches = committed_batches(home, setup.import_id)
         steps, document = recover(home, setup, setup.import_id)
