@@ -24,6 +24,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from importlib import metadata
@@ -163,7 +164,11 @@ def render(figures: dict) -> str:
         passed = sum(not r["problems"] for r in corpus)
         out.append(f"| hostile input files and options | {len(corpus)} cases | {passed} | 0 |")
     if kills:
+        stages = Counter(t["killed_in"].get("stage") for t in kills["trials"])
+        late = stages.pop("finished before the kill", 0)
+        where = ", ".join(f"{stage} {count}" for stage, count in stages.items())
         out.append(f"| SIGKILL during a {kills['rows']:,}-row import, then resume | {kills['kills']} kills "
+                   f"({where}{f'; {late} came after it finished' if late else ''}) "
                    f"| {kills['identical']} identical to the uninterrupted import | {kills['rows_lost']} |")
     if disk:
         out.append(_fault_row("disk full (home on a small tmpfs), then resume", disk))
