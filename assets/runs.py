@@ -317,15 +317,7 @@ def _launch_died(folder) -> bool:
         return False
     requested = read_json(folder / "requested.json") or {}
     pid = requested.get("pid")
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-        return False
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
+    return pid is not None and not control.process_alive(pid)
 
 
 def submit_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptions) -> str:

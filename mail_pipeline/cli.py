@@ -158,11 +158,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     folder = Folder.of(import_id).path
     if args.draft:  # Mailcoach: created now, rows appended, started later
         options = pending.draft(folder, Path(path), options)
-    if not now:  # (one that runs now was noted as it was created)
-        runs.note_request(import_id, options)
-    if now:
+    if now:  # (its request was noted as it was created)
         return _finish(_follow(inst, import_id, args.json,
                                lambda: runs.execute_import(inst, import_id, options)), args.json)
+    runs.note_request(import_id, options)
     if args.draft:
         said = (f"draft; add rows with 'imports append {import_id} FILE', run it with "
                 f"'imports start {import_id}'")

@@ -70,8 +70,13 @@ def is_alive(folder: Path, run_id: str) -> bool:
     note = read_run(folder)
     if not note or note.get("run_id") != run_id:
         return True
+    return process_alive(note["pid"])
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (one of another user's counts as alive)."""
     try:
-        os.kill(note["pid"], 0)
+        os.kill(pid, 0)
         return True
     except ProcessLookupError:
         return False

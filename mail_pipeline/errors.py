@@ -1,4 +1,8 @@
-"""The one exception a user can cause: its message is a plain sentence the CLI prints as is."""
+"""The exceptions a user can cause (each message a plain sentence the CLI prints as is), and how
+a full disk is recognised through the layers."""
+
+import errno
+import os
 
 
 class MailPipelineError(Exception):
@@ -20,9 +24,6 @@ _FULL = ("no space left on device", "database or disk is full", "[errno 28]")
 def disk_full(exc: BaseException, where=None) -> bool:
     """Whether `exc` (or an exception it came from) is a full disk; `where` (a path) lets a
     vaguer I/O error count when that path's filesystem has (almost) no space left."""
-    import errno
-    import os
-
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

@@ -5,7 +5,6 @@ Every file is written under a temporary name and renamed, so a reader never sees
 import contextlib
 import csv
 import io
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -95,7 +94,6 @@ def failed_preview(folder: Path, limit: int = 20, clip: int = 200) -> tuple[list
     """The failed log's header and first rows, each row padded or cut to the header's width
     (a record with the wrong number of fields keeps its reason last), and each cell cut to
     `clip` characters: the preview goes into the run's metadata, a failed row may hold 50 MB."""
-    csv.field_size_limit(sys.maxsize)  # a failed row may hold any size of cell
     with open(log_path(folder, "failed"), encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
         header = next(reader)

@@ -163,9 +163,9 @@ def validate_import(folder: Folder, rows_per_chunk: int = ROWS_PER_CHUNK) -> dic
         logs.append_log(folder.path, "the same file was validated before with the same options: "
                         "reusing its validated rows, failures and duplicates")
     else:
-        # Lines longer than DuckDB's reader takes, or mixed line ends: the line reader decides.
-        line_reader = (staged["line_endings"] == "mixed"
-                       or staged["staged"].get("longest_line", 0) > reading.LONGEST_LINE)
+        # Lines longer than DuckDB's reader takes: the line reader decides (as it does for
+        # mixed line ends, which read_chunks sees for itself).
+        line_reader = staged["staged"].get("longest_line", 0) > reading.LONGEST_LINE
         summary = _validate(folder, options, columns, resolved, staged["line_endings"],
                             rows_per_chunk, line_reader)
         reuse.keep(cache_key, folder.path, validated)

@@ -7,7 +7,6 @@ Files DuckDB's reader cannot take go through Python's csv module with the same o
 import csv
 import io
 import re
-import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,6 @@ MAX_COLUMNS = 10_000
 
 
 def first_record(text: TextIO, options: ImportOptions) -> list[str]:
-    csv.field_size_limit(sys.maxsize)  # a long header name is checked by its caller
     try:
         for row in csv.reader(text, delimiter=options.delimiter, quotechar=options.quote):
             if len(row) > MAX_COLUMNS:
@@ -238,7 +236,6 @@ def _csv_problem(exc: csv.Error) -> str:
 
 def _read_with_python(path: Path, options: ImportOptions, width: int) -> Records:
     """The same records and outcomes as the DuckDB path, for the files it cannot take."""
-    csv.field_size_limit(sys.maxsize)  # a long cell is a long cell, not an error
     data: list[list] = [[] for _ in range(width)]
     rejects: list[tuple] = []
     line = 1
