@@ -2,7 +2,9 @@
 import dagster as dg
 
 from assets.exports import export_job, exports_automation, named_exports_assets, subscriber_export
-from assets.imports import import_job, import_logs, raw_file, subscribers, validated_frame
+from assets.imports import (import_job, import_logs, raw_file, store_integrity, subscribers,
+                            validated_frame)
+from assets.launch import new_import_job
 from assets.resources import StoreResource
 from assets.retention import retention_job, retention_schedule
 from assets.sensors import inbox_sensor, scheduled_imports
@@ -10,7 +12,8 @@ from assets.sensors import inbox_sensor, scheduled_imports
 defs = dg.Definitions(
     assets=[raw_file, validated_frame, subscribers, import_logs, subscriber_export,
             *named_exports_assets],
-    jobs=[import_job, export_job, retention_job],
+    asset_checks=[store_integrity],
+    jobs=[import_job, export_job, retention_job, new_import_job],
     schedules=[retention_schedule],
     sensors=[inbox_sensor, scheduled_imports, *([exports_automation] if named_exports_assets else [])],
     resources={"store": StoreResource()},

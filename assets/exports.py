@@ -7,12 +7,12 @@ import dagster as dg
 
 from assets.config import config_class
 from assets.imports import subscribers
+from assets.names import EXPORT_JOB, POOL
+from assets.partitions import exports_partitions
 from assets.resources import StoreResource
 from mail_pipeline import exports, named_exports
 from mail_pipeline.errors import MailPipelineError
-from mail_pipeline.home import POOL
 
-exports_partitions = dg.DynamicPartitionsDefinition(name="exports")
 ExportConfig = config_class(exports.ExportOptions, "ExportConfig")
 
 
@@ -75,5 +75,5 @@ exports_automation = dg.AutomationConditionSensorDefinition(
     description="Re-materialises each named export after the subscriber table changes.")
 
 export_job = dg.define_asset_job(
-    "export_job", selection=[subscriber_export], executor_def=dg.in_process_executor,
+    EXPORT_JOB, selection=[subscriber_export], executor_def=dg.in_process_executor,
     description="One export: pick a partition (the export id) and give its filters and format.")

@@ -1,47 +1,64 @@
 """The import assets, one partition per import: raw file → validated frame → subscribers → logs."""
 from contextlib import contextmanager
-from typing import Optional
 
 import dagster as dg
 
 from assets.config import ImportConfig
+from assets.names import IMPORT_JOB, POOL, Tags
 from assets.partitions import imports_partitions
 from assets.resources import StoreResource
 from mail_pipeline import control, home, logs, pipeline
+from mail_pipeline import store as subscriber_store
 from mail_pipeline.errors import MailPipelineError, disk_full, disk_full_message
-from mail_pipeline.home import POOL
 from mail_pipeline.options import build
 
 
+def _requested(context: dg.AssetExecutionContext) -> control.Requested:
+    """A pause or cancel asked for through the run's tag (`imports pause`, Ctrl-C)."""
+    def ask():
+        run = context.instance.get_run_by_id(context.run_id)
+        return (run.tags.get(Tags.REQUEST) or None) if run else None
+    return ask
+
+
+def _on_stage(context: dg.AssetExecutionContext) -> pipeline.OnStage:
+    """A stage that downloads, or waits for the store, says so on its run, where readers look."""
+    def say(stage: str, detail: str) -> None:
+        shown = stage if stage in ("downloading", "waiting") else ""
+        context.instance.add_run_tags(context.run_id, {
+            Tags.STAGE: shown, Tags.WAITING_FOR: detail if stage == "waiting" else ""})
+    return say
+
+
 @contextmanager
-def reported(import_id: str, run_id: Optional[str] = None):
+def reported(context: dg.AssetExecutionContext, stoppable: bool = True):
     """A user's mistake fails the step with its one plain sentence, which the run keeps for the
-    import document, and adds it to the import's log. Each stage first notes the run's process
-    and honours a pause or cancel asked for in the meantime."""
+    import document, and adds it to the import's log. Each stage first honours a pause or cancel
+    asked for in the meantime."""
+    import_id = context.partition_key
     try:
-        if run_id is not None:
-            folder = pipeline.Folder.of(import_id)
-            control.register(folder.path, run_id)  # (its write creates the folder)
-            control.check(folder.path)
+        if stoppable:
+            control.check(_requested(context), import_id)
         yield
     except MailPipelineError as exc:
-        try:
-            folder = pipeline.Folder.of(import_id)
-        except MailPipelineError:  # the partition key itself is not a valid import id
-            folder = None
-        if folder is not None and folder.path.is_dir():
-            logs.append_log(folder.path, f"error: {exc}")
+        _log_error(import_id, str(exc))
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except Exception as exc:
         # A full disk is the user's to mend, not a bug: one sentence, and how to carry on.
         if not disk_full(exc, home.home()):
             raise
         message = disk_full_message(home.home(), import_id)
-        try:
-            logs.append_log(pipeline.Folder.of(import_id).path, f"error: {message}")
-        except OSError:
-            pass  # (the log is on the full disk too)
+        _log_error(import_id, message)
         raise dg.Failure(description=message, allow_retries=False) from None
+
+
+def _log_error(import_id: str, message: str) -> None:
+    try:
+        folder = pipeline.Folder.of(import_id)
+        if folder.path.is_dir():
+            logs.append_log(folder.path, f"error: {message}")
+    except (MailPipelineError, OSError):
+        pass  # (not a valid import id, or the log is on the full disk too)
 
 
 def _failed_preview(folder: pipeline.Folder) -> dg.MetadataValue:
@@ -57,9 +74,10 @@ def _failed_preview(folder: pipeline.Folder) -> dg.MetadataValue:
 def raw_file(context: dg.AssetExecutionContext, config: ImportConfig) -> dg.MaterializeResult:
     """The source, copied into the import's folder as UTF-8 CSV (a ZIP gives its first CSV).
     Its `row_count` counts lines after the header; `validated_frame` counts parsed records."""
-    with reported(context.partition_key, context.run.run_id):
+    with reported(context):
         options = build(config.model_dump())
-        staged = pipeline.stage_raw(pipeline.Folder.of(context.partition_key), options)
+        staged = pipeline.stage_raw(pipeline.Folder.of(context.partition_key), options,
+                                    on_stage=_on_stage(context))
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(staged["path"]), "origin": staged["origin"],
         "size": staged["size"], "sha256": staged["sha256"], "row_count": staged["lines"],
@@ -70,7 +88,7 @@ def raw_file(context: dg.AssetExecutionContext, config: ImportConfig) -> dg.Mate
           kinds={"polars", "parquet"})
 def validated_frame(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Rows read, mapped, checked (Pandera) and deduplicated; failures and duplicates routed."""
-    with reported(context.partition_key, context.run.run_id):
+    with reported(context):
         summary = pipeline.validate_import(pipeline.Folder.of(context.partition_key))
     return dg.MaterializeResult(metadata={
         "number_of_records": summary["number_of_records"], "valid": summary["valid"],
@@ -82,39 +100,74 @@ def validated_frame(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 @dg.asset(deps=[validated_frame], pool=POOL, group_name="store", kinds={"duckdb"})
 def subscribers(context: dg.AssetExecutionContext, store: StoreResource) -> dg.MaterializeResult:
     """The subscriber table in DuckDB, merged with the run's import in batches (one transaction
-    each). It is not partitioned: every import merges into the same table."""
+    each). It is not partitioned: every import merges into the same table. Its metadata are the
+    store's totals after the import."""
     import_id = context.partition_key
 
     def progress(p) -> None:
         context.log.info(f"import {import_id}: committed batch {p.batch}/{p.batches} ({p.rows_done} rows)")
 
-    with reported(import_id, context.run.run_id):
-        counts = pipeline.merge_import(pipeline.Folder.of(import_id), store.path(), progress)
+    with reported(context):
+        counts = pipeline.merge_import(pipeline.Folder.of(import_id), store.path(), progress,
+                                       requested=_requested(context), on_stage=_on_stage(context))
+        with subscriber_store.writer(store.path()) as con:
+            totals = subscriber_store.totals(con)
     return dg.MaterializeResult(metadata={
         "import_id": import_id, "database": dg.MetadataValue.path(str(store.path())),
         **{f"rows_{category}": int(n) for category, n in sorted(counts.items())},
+        "subscribers_total": totals["subscribers"],
+        "subscribers_by_status": dg.MetadataValue.json(totals["by_status"]),
+        "subscriptions_by_list": dg.MetadataValue.json(totals["by_list"]),
     })
 
 
-@dg.asset(partitions_def=imports_partitions, deps=[subscribers], group_name="imports", kinds={"csv"})
+@dg.multi_asset_check(
+    specs=[dg.AssetCheckSpec("emails_unique", asset=subscribers,
+                             description="Each normalized email is one subscriber."),
+           dg.AssetCheckSpec("no_subscription_without_subscriber", asset=subscribers,
+                             description="Every subscription belongs to a stored subscriber, "
+                                         "once per list.")],
+    pool=POOL)
+def store_integrity(store: StoreResource):
+    """The store's invariants, after every import (and on demand from the UI)."""
+    with subscriber_store.writer(store.path()) as con:
+        found = subscriber_store.integrity(con)
+    yield dg.AssetCheckResult(check_name="emails_unique", asset_key=subscribers.key,
+                              passed=found["duplicate_emails"] == 0,
+                              metadata={"duplicate_emails": found["duplicate_emails"]})
+    broken = found["orphan_subscriptions"] + found["duplicate_subscriptions"]
+    yield dg.AssetCheckResult(check_name="no_subscription_without_subscriber",
+                              asset_key=subscribers.key, passed=broken == 0,
+                              metadata={k: found[k] for k in ("orphan_subscriptions",
+                                                              "duplicate_subscriptions")})
+
+
+@dg.asset(partitions_def=imports_partitions, deps=[subscribers], group_name="imports", kinds={"csv"},
+          check_specs=[dg.AssetCheckSpec("categories_add_up", asset="import_logs",
+                                         description="Every record read is in exactly one category.")])
 def import_logs(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """One log per category (added, updated, failed, skipped_*), the plain-text log, the stats.
     Built from the merge's per-batch outcomes, so it never opens the store."""
-    import_id = context.partition_key
-    with reported(import_id):
-        folder = pipeline.Folder.of(import_id)
+    with reported(context, stoppable=False):
+        folder = pipeline.Folder.of(context.partition_key)
         stats = pipeline.write_import_logs(folder)
-    return dg.MaterializeResult(metadata={
-        "number_of_records": stats["number_of_records"],
-        **{category: n for category, n in stats["subscribers"].items()},
-        "logs": dg.MetadataValue.path(str(folder.path / "logs")),
-        "failed_preview": _failed_preview(folder),
-    })
+    counted = sum(stats["subscribers"].values())
+    return dg.MaterializeResult(
+        metadata={
+            "number_of_records": stats["number_of_records"],
+            **{category: n for category, n in stats["subscribers"].items()},
+            "logs": dg.MetadataValue.path(str(folder.logs)),
+            "failed_preview": _failed_preview(folder),
+        },
+        check_results=[dg.AssetCheckResult(
+            check_name="categories_add_up", passed=counted == stats["number_of_records"],
+            metadata={"records_read": stats["number_of_records"], "in_categories": counted})])
 
 
 import_job = dg.define_asset_job(
-    "import_job",
-    selection=[raw_file, validated_frame, subscribers, import_logs],  # partitioned by import
+    IMPORT_JOB,
+    selection=dg.AssetSelection.assets(raw_file, validated_frame, subscribers, import_logs),
     executor_def=dg.in_process_executor,  # the multiprocess executor costs seconds per step
-    description="One subscriber import: pick a partition (the import id) and give its options.",
+    description="One subscriber import: pick a partition (the import id) and give its options. "
+                "To start one without choosing an id, launch `new_import`.",
 )

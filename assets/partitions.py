@@ -1,4 +1,7 @@
-"""Each import is one partition of the import assets, keyed by its import id."""
+"""Each import (and each export) is one partition of its assets, keyed by its id."""
 import dagster as dg
 
-imports_partitions = dg.DynamicPartitionsDefinition(name="imports")
+from assets.names import EXPORTS_PARTITIONS, IMPORTS_PARTITIONS
+
+imports_partitions = dg.DynamicPartitionsDefinition(name=IMPORTS_PARTITIONS)
+exports_partitions = dg.DynamicPartitionsDefinition(name=EXPORTS_PARTITIONS)

@@ -4,8 +4,10 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from assets.names import IMPORT_JOB, Tags
 from assets.partitions import imports_partitions
-from mail_pipeline import control, home, retention, reuse
+from mail_pipeline import retention, reuse
+from mail_pipeline.layout import Folder
 
 
 class RetentionConfig(dg.Config):
@@ -13,19 +15,20 @@ class RetentionConfig(dg.Config):
 
 
 def _finished_at(instance: dg.DagsterInstance, import_id: str):
-    runs = instance.get_run_records(dg.RunsFilter(job_name="import_job",
-                                                  tags={"dagster/partition": import_id}), limit=1)
+    runs = instance.get_run_records(dg.RunsFilter(job_name=IMPORT_JOB,
+                                                  tags={Tags.PARTITION: import_id}), limit=1)
     # Only imports that are over for good: a failed or paused one may still be resumed.
     if (not runs or runs[0].end_time is None or runs[0].dagster_run.status != dg.DagsterRunStatus.SUCCESS
-            and not _cancelled(runs[0].dagster_run, import_id)):
+            and not _cancelled(runs[0].dagster_run)):
         return None
     return datetime.fromtimestamp(runs[0].end_time, timezone.utc)
 
 
-def _cancelled(run: dg.DagsterRun, import_id: str) -> bool:
+def _cancelled(run: dg.DagsterRun) -> bool:
+    asked = run.tags.get(Tags.REQUEST)
     if run.status == dg.DagsterRunStatus.CANCELED:
-        return control.requested(home.import_dir(import_id), run.run_id) != "pause"
-    return control.requested(home.import_dir(import_id), run.run_id) == "cancel"
+        return asked != "pause"
+    return asked == "cancel"
 
 
 @dg.op
@@ -36,7 +39,7 @@ def purge_old_imports(context: dg.OpExecutionContext, config: RetentionConfig) -
     ids = instance.get_dynamic_partitions(imports_partitions.name)
     due = retention.due({i: _finished_at(instance, i) for i in ids}, config.days, now)
     for import_id in due:
-        if retention.purge(home.import_dir(import_id), now):
+        if retention.purge(Folder.of(import_id), now):
             context.log.info(f"import {import_id}: logs and working files purged")
         instance.delete_dynamic_partition(imports_partitions.name, import_id)
     previews = retention.purge_previews(config.days, now)

@@ -1,13 +1,16 @@
-"""The file-drop sensor (spec §5). It only looks at files and the instance: it never opens the
-store, so it never waits on an import's lock."""
+"""The file-drop sensor (spec §5) and the start of scheduled imports. Both only look at files and
+the instance: they never open the store, so they never wait on an import."""
+import json
 from datetime import datetime, timezone
 
 import dagster as dg
 
 from assets.imports import import_job
+from assets.names import IMPORT_JOB, Tags, import_run_config, pending_key, readable_tags
 from assets.partitions import imports_partitions
-from mail_pipeline import home, inbox, pending
-from mail_pipeline.files import read_json
+from mail_pipeline import home, inbox
+from mail_pipeline.options import ImportOptions
+from mail_pipeline.times import iso_utc
 
 
 @dg.sensor(job=import_job, minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -35,9 +38,8 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
                 continue
         new_ids.append(import_id)
         requests.append(dg.RunRequest(
-            run_key=dropped.key, partition_key=import_id,
-            run_config={"ops": {"raw_file": {"config": options.model_dump()}}},
-            tags={"mail_pipeline/kind": "import", "mail_pipeline/inbox": dropped.relative}))
+            run_key=dropped.key, partition_key=import_id, run_config=import_run_config(options),
+            tags={Tags.KIND: "import", Tags.INBOX: dropped.relative, **readable_tags(options)}))
         context.log.info(f"inbox: {dropped.relative} → import {import_id}")
     return dg.SensorResult(
         run_requests=requests,
@@ -45,23 +47,30 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
 
 
 def _has_run(instance: dg.DagsterInstance, import_id: str) -> bool:
-    return instance.get_runs_count(dg.RunsFilter(job_name=import_job.name,
-                                                 tags={"dagster/partition": import_id})) > 0
+    return instance.get_runs_count(dg.RunsFilter(job_name=IMPORT_JOB,
+                                                 tags={Tags.PARTITION: import_id})) > 0
 
 
 @dg.sensor(job=import_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Starts scheduled imports (--at, GreenArrow begins_at) when their time comes.")
 def scheduled_imports(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    now = datetime.now(timezone.utc)
+    """A scheduled import has a partition and, until it runs, a record in the instance's
+    key-value storage with its time and options; when the time comes it becomes a run (its run
+    key: once only). A cancelled one says so in its record and never starts."""
+    instance = context.instance
+    now = iso_utc(datetime.now(timezone.utc))
+    started = {run.tags.get(Tags.PARTITION) for run in instance.get_runs(dg.RunsFilter(job_name=IMPORT_JOB))}
+    waiting = [i for i in instance.get_dynamic_partitions(imports_partitions.name) if i not in started]
+    records = instance.run_storage.get_cursor_values({pending_key(i) for i in waiting}) if waiting else {}
     requests = []
-    root = home.imports_dir()
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        if not pending.due(folder, now) or _has_run(context.instance, folder.name):
+    for import_id in waiting:
+        record = json.loads(records.get(pending_key(import_id)) or "null")
+        if not record or record["state"] != "scheduled" or record["begins_at"] > now:
             continue
-        requested = read_json(folder / "requested.json") or {}
+        options = ImportOptions.model_validate(record["options"])
         requests.append(dg.RunRequest(
-            run_key=f"scheduled:{folder.name}", partition_key=folder.name,
-            run_config={"ops": {"raw_file": {"config": requested.get("options", {})}}},
-            tags={"mail_pipeline/kind": "import"}))
-        context.log.info(f"import {folder.name}: its time has come")
+            run_key=f"scheduled:{import_id}", partition_key=import_id,
+            run_config=import_run_config(options),
+            tags={Tags.KIND: "import", Tags.BEGINS_AT: record["begins_at"], **readable_tags(options)}))
+        context.log.info(f"import {import_id}: its time has come")
     return dg.SensorResult(run_requests=requests)

@@ -163,7 +163,7 @@ def cli() -> str:
 
 def child_import(source: str, *lists: str) -> None:
     """In the child: load the code, then time only the import itself."""
-    from assets import runs
+    from service import jobs as runs
     from mail_pipeline.options import build
 
     inst = runs.instance()

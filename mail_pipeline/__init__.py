@@ -1,6 +1,7 @@
-"""mail-pipeline's domain core: reading, mapping, validation, merge rules, logs, the command line.
+"""mail-pipeline's domain core: reading, mapping, validation, merge rules, logs, exports.
 
-Nothing here imports Dagster; the Dagster layer lives in the top-level `assets` package.
+Nothing here imports Dagster, `assets` (the definitions) or `service` (the job service and the
+command line): the layers above import this one.
 """
 
 import csv as _csv

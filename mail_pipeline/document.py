@@ -6,19 +6,21 @@ from typing import Optional
 
 from mail_pipeline import logs
 from mail_pipeline.files import read_json
-from mail_pipeline.pipeline import Folder
+from mail_pipeline.layout import Folder
 from mail_pipeline.times import iso_utc
 
-FINISHED_STATES = ("finished", "failed", "cancelled")
+FINISHED_STATES = ("finished", "failed", "cancelled", "reverted")
 
 
 def import_document(import_id: str, state: str, *, created_at: Optional[str], begins_at: Optional[str],
                     finished_at: Optional[str], run_id: Optional[str],
-                    error_message: Optional[str] = None, folder: Optional[Folder] = None) -> dict:
-    """Everything a user asks about an import, from whatever its stages have written so far."""
+                    error_message: Optional[str] = None, folder: Optional[Folder] = None,
+                    requested: Optional[dict] = None, waiting_for: Optional[str] = None) -> dict:
+    """Everything a user asks about an import, from whatever its stages have written so far.
+    `requested` are the options it was asked to run with (its run's config), shown until its
+    file is staged; `waiting_for` says who holds the store while it waits as `scheduled`."""
     folder = folder or Folder.of(import_id)
-    # Once staged, the options it runs with; before that, the ones it was asked to run with.
-    saved = read_json(folder.options) or read_json(folder.path / "requested.json") or {}
+    saved = read_json(folder.options) or {"options": requested or {}}
     options = saved.get("options", {})
     stats = read_json(folder.stats)
     if stats is None:
@@ -36,6 +38,7 @@ def import_document(import_id: str, state: str, *, created_at: Optional[str], be
         "finished_at": finished_at, "lists": options.get("lists", []),
         "error_message": error_message if state == "failed" else None, "run_id": run_id,
         "stats": stats, "source": saved.get("origin", options.get("source")), "options": options,
+        **({"waiting_for": waiting_for} if waiting_for and state == "scheduled" else {}),
     }
 
 

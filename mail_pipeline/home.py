@@ -10,28 +10,6 @@ from mail_pipeline.errors import MailPipelineError
 # Import ids become folder names and Dagster partition keys, so they are kept to a safe alphabet.
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-DAGSTER_YAML = """\
-# Written by mail-pipeline: every asset that touches the DuckDB store is in the pool `{pool}`,
-# limited to one run at a time, so only one import or export writes at once (spec §4).
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-concurrency:
-  pools:
-    granularity: run
-    default_limit: 1
-telemetry:
-  enabled: false
-# A step's raw stdout/stderr is not captured: the assets write everything through the run's event
-# log and the import's own log, and capture starts two processes per step (0.4 s a run).
-compute_logs:
-  module: dagster._core.storage.noop_compute_log_manager
-  class: NoOpComputeLogManager
-"""
-
-POOL = "mail_pipeline_store"
-
-
 def home() -> Path:
     """The home folder, created on first use."""
     path = Path(os.environ.get("MAIL_PIPELINE_HOME", ".mail_pipeline")).resolve()
@@ -81,16 +59,6 @@ def upload_path(filename: str) -> Path:
     path = (root / filename).resolve()
     if not filename or Path(filename).is_absolute() or not path.is_relative_to(root) or path == root:
         raise MailPipelineError(f"invalid upload file name {filename!r}: it must name a file inside {root}")
-    return path
-
-
-def dagster_home() -> Path:
-    """The Dagster instance folder, with the dagster.yaml the project needs."""
-    path = Path(os.environ.get("DAGSTER_HOME") or home() / "dagster").resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    config = path / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML.format(pool=POOL))
     return path
 
 

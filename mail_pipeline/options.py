@@ -6,7 +6,7 @@ request bodies are translated into it by `params`.
 """
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mail_pipeline.errors import MailPipelineError
 
@@ -23,11 +23,11 @@ class OverwriteWhat(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    custom_fields: bool = True  # name, attributes, custom fields, tags, subscription times/IPs
-    status: bool = False        # subscriber status and subscription status
-    confirmed: bool = False     # unconfirmed <-> confirmed only
-    format: bool = False        # email_format
-    autoresponder: bool = True  # accepted for GreenArrow bodies; mail-pipeline sends no mail
+    custom_fields: bool = Field(True, description="Name, attributes, custom fields, tags and the subscription's times and IPs.")
+    status: bool = Field(False, description="The subscriber status and the subscription status.")
+    confirmed: bool = Field(False, description="Only unconfirmed <-> confirmed.")
+    format: bool = Field(False, description="The subscriber's email_format.")
+    autoresponder: bool = Field(True, description="Accepted for GreenArrow bodies; no effect (mail-pipeline sends no mail).")
 
 
 class OverwriteWhenStatus(BaseModel):
@@ -35,11 +35,11 @@ class OverwriteWhenStatus(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    active: bool = True
-    unsubscribed: bool = False
-    bounced: bool = False
-    deactivated: bool = False
-    scomp: bool = False
+    active: bool = Field(True, description="Overwrite active (unconfirmed or confirmed) subscriptions.")
+    unsubscribed: bool = Field(False, description="Overwrite unsubscribed subscriptions.")
+    bounced: bool = Field(False, description="Overwrite bounced subscriptions.")
+    deactivated: bool = Field(False, description="Overwrite deactivated subscriptions.")
+    scomp: bool = Field(False, description="Overwrite subscriptions that complained.")
 
 
 class ImportOptions(BaseModel):
@@ -47,33 +47,33 @@ class ImportOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = ""  # a path; inline CSV text goes in `content` instead
-    content: Optional[str] = None  # CSV text given inline (GreenArrow json, Mailcoach, Mailrith)
-    lists: list[str] = []
-    mode: str = "subscribe"
-    subscription_status: Optional[str] = None  # default depends on mode (listmonk)
-    email_format: Optional[str] = None  # new subscribers' format (GreenArrow subscriber_defaults)
-    overwrite: bool = False
-    overwrite_what: OverwriteWhat = OverwriteWhat()
-    overwrite_when_status: OverwriteWhenStatus = OverwriteWhenStatus()
-    subscribe_unsubscribed: bool = False  # Mailcoach
-    unsubscribe_others: bool = False      # Mailcoach: only when no row failed
-    replace_tags: bool = False            # Mailcoach
-    tags: list[str] = []                  # Mailrith `new_tag_name`, `--tag`: on every added/updated
-    default_custom_fields: dict[str, Any] = {}  # GreenArrow: fill new subscribers
-    delimiter: str = ","
-    quote: str = '"'
-    encoding: str = "utf-8"
-    header: bool = True
-    mapping: Optional[list[str]] = None  # positional (GreenArrow `column_mapping`)
-    column_map: dict[str, str] = {}      # named: CSV column -> field (Mailrith `mappings`, `--map`)
-    date_format: str = "mdy"             # settles 05/11/2014 (GreenArrow)
-    subscriber_limit: Optional[int] = None
-    idempotency_key: Optional[str] = None
-    begins_at: Optional[str] = None
+    source: str = Field("", description="The file to import: a path on the run's host (.csv, .tsv, .txt, .zip) or an http(s) URL. Give this or `content`.")
+    content: Optional[str] = Field(None, description="CSV text given inline instead of a source (GreenArrow json, Mailcoach, Mailrith).")
+    lists: list[str] = Field([], description="Target lists by name, created on first use.")
+    mode: str = Field("subscribe", description="subscribe, or blocklist (listmonk).")
+    subscription_status: Optional[str] = Field(None, description="New subscriptions' status: unconfirmed (default when subscribing), confirmed or unsubscribed (default when blocklisting).")
+    email_format: Optional[str] = Field(None, description="New subscribers' format: html, text or both (GreenArrow subscriber_defaults).")
+    overwrite: bool = Field(False, description="Update existing subscribers (what changes: overwrite_what).")
+    overwrite_what: OverwriteWhat = Field(OverwriteWhat(), description="What an overwrite may change (GreenArrow).")
+    overwrite_when_status: OverwriteWhenStatus = Field(OverwriteWhenStatus(), description="Which current subscription statuses an overwrite may touch (GreenArrow).")
+    subscribe_unsubscribed: bool = Field(False, description="Re-subscribe subscribers who had unsubscribed from a target list (Mailcoach).")
+    unsubscribe_others: bool = Field(False, description="Unsubscribe the target lists' subscribers absent from the file, only when no row failed (Mailcoach).")
+    replace_tags: bool = Field(False, description="The file's tags replace the stored ones (Mailcoach).")
+    tags: list[str] = Field([], description="Tags given to every added or updated subscriber (Mailrith new_tag_name).")
+    default_custom_fields: dict[str, Any] = Field({}, description="Custom field values for new subscribers that the file leaves empty (GreenArrow).")
+    delimiter: str = Field(",", description="The field separator, one character (tab: \"\\t\").")
+    quote: str = Field('"', description="The quote character.")
+    encoding: str = Field("utf-8", description="utf-8 or iso-8859-1.")
+    header: bool = Field(True, description="The first line names the columns.")
+    mapping: Optional[list[str]] = Field(None, description="Positional mapping: one field or custom field name per column, empty to skip (GreenArrow column_mapping).")
+    column_map: dict[str, str] = Field({}, description="Named mapping: CSV column -> field; only these columns are imported (Mailrith mappings).")
+    date_format: str = Field("mdy", description="mdy or dmy: how 05/11/2014 reads (GreenArrow).")
+    subscriber_limit: Optional[int] = Field(None, description="Add no subscribers beyond this total.")
+    idempotency_key: Optional[str] = Field(None, description="The same key returns the import it first created (Mailrith).")
+    begins_at: Optional[str] = Field(None, description="When to start (GreenArrow begins_at); used by the command line, a run starts at once.")
     # Rows per transaction: each batch costs a pass over the store, so batches are large; a
     # crash still loses at most one batch of work (about a second) and progress shows per batch.
-    batch_size: int = 500_000
+    batch_size: int = Field(500_000, description="Rows per transaction of the merge.")
 
     def effective_subscription_status(self) -> str:
         """listmonk's default: unconfirmed when subscribing, unsubscribed when blocklisting."""

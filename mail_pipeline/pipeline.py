@@ -5,51 +5,19 @@ output under a temporary name first, so any stage can be re-run after a crash. T
 in `assets/` are thin wrappers around these.
 """
 import shutil
-import tempfile
-from contextlib import closing
 import urllib.parse
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from contextlib import closing
 from pathlib import Path
 from typing import Callable, Optional
 
 import polars as pl
 
-from mail_pipeline import (control, download, home, logs, mapping, merge, reading, reuse, staging,
-                           store, validation)
+from mail_pipeline import (control, download, logs, mapping, merge, reading, reuse, staging, store,
+                           validation)
+from mail_pipeline.layout import Folder
 from mail_pipeline.files import read_json, replacing, write_json
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.options import ImportOptions, build
-
-
-@dataclass(frozen=True)
-class Folder:
-    """The files of one import (or of one preview, which lives apart from the imports)."""
-
-    import_id: str
-    path: Path
-
-    @classmethod
-    def of(cls, import_id: str) -> "Folder":
-        return cls(import_id, home.import_dir(import_id))
-
-    @classmethod
-    def preview(cls) -> "Folder":
-        """A fresh folder for a dry run, under `previews/`: it is never an import."""
-        root = home.home() / "previews"
-        root.mkdir(parents=True, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix=datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S-"), dir=root))
-        return cls(f"preview-{path.name}", path)
-
-    options = property(lambda self: self.path / "import.json")
-    source = property(lambda self: self.path / "source.csv")
-    valid = property(lambda self: self.path / "valid")  # part-N.parquet, one per chunk read
-    failed = property(lambda self: self.path / "failed")
-    duplicates = property(lambda self: self.path / "duplicates.parquet")
-    validation = property(lambda self: self.path / "validation.json")
-    progress = property(lambda self: self.path / "progress.json")
-    stats = property(lambda self: self.path / "stats.json")
-    outcomes = property(lambda self: self.path / "outcomes")
 
 
 def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
@@ -57,18 +25,24 @@ def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
         frame.write_parquet(tmp, compression="lz4")  # working files: speed over size
 
 
-def fetched(folder: Folder, url: str) -> Path:
+# What a stage is doing, for whoever shows the import's state: "downloading" while a URL source
+# is fetched, then "staging"; "waiting" (with whom) while another process holds the store.
+OnStage = Callable[[str, str], None]
+
+
+def fetched(folder: Folder, url: str, on_stage: Optional[OnStage] = None) -> Path:
     """A URL source, downloaded into the import's folder (state `downloading` meanwhile)."""
     download.check_url(url)
     suffix = ".zip" if urllib.parse.urlsplit(url).path.lower().endswith(".zip") else ".csv"
-    dest = folder.path / f"download{suffix}"
-    marker = folder.path / "downloading"
-    marker.touch()
+    dest = folder.download(suffix)
+    if on_stage:
+        on_stage("downloading", url)
     try:
         size = download.download(url, dest, lambda n: logs.append_log(
             folder.path, f"downloading {url} (attempt {n} of {len(download.RETRY_DELAYS) + 1})"))
     finally:
-        marker.unlink(missing_ok=True)
+        if on_stage:
+            on_stage("staging", "")
     logs.append_log(folder.path, f"downloaded {size} bytes")
     return dest
 
@@ -112,7 +86,8 @@ def preflight(source: Path, options: ImportOptions) -> mapping.Mapping:
     return mapping.resolve(columns, options)
 
 
-def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = None) -> dict:
+def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = None,
+              on_stage: Optional[OnStage] = None) -> dict:
     """Stage 1, the raw file: copy the source into the import's folder as UTF-8 CSV.
 
     Once an attempt has committed rows, the import is pinned: a re-execution resumes from the
@@ -123,11 +98,11 @@ def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = N
         return read_json(folder.options)["staged"]
     folder.path.mkdir(parents=True, exist_ok=True)
     if options.content is not None:
-        options = with_content_saved(options, folder.path / "content.csv")
+        options = with_content_saved(options, folder.content)
     if source is None:
         if not options.source:
             raise MailPipelineError("no source: give a file path, or CSV text as `content`")
-        source = fetched(folder, options.source) if "://" in options.source else Path(options.source)
+        source = fetched(folder, options.source, on_stage) if "://" in options.source else Path(options.source)
     preflight(source, options)
     staged = staging.stage_source(source, folder.source, options)
     metadata = {"path": str(staged.path), "size": staged.size, "sha256": staged.sha256,
@@ -211,7 +186,8 @@ def _validate(folder: Folder, options: ImportOptions, columns: list[str],
 
 def merge_import(folder: Folder, database: Path,
                  on_progress: Optional[Callable[[merge.Progress], None]] = None,
-                 dry_run: bool = False) -> dict:
+                 dry_run: bool = False, requested: Optional[control.Requested] = None,
+                 on_stage: Optional[OnStage] = None) -> dict:
     """Stage 3, the subscriber table: apply the valid rows in batches, each one transaction.
     A dry run applies them all in one transaction and rolls it back: the same statements give
     the same categories, and the store is left as it was."""
@@ -230,16 +206,19 @@ def merge_import(folder: Folder, database: Path,
         if on_progress:
             on_progress(p)
         if not dry_run and p.batch < p.batches:
-            control.check(folder.path)  # a pause or cancel stops between batches
+            control.check(requested, folder.import_id)  # a pause or cancel stops between batches
 
     # Mailcoach: subscribers absent from the file are unsubscribed only if no row failed.
     others = options.unsubscribe_others and summary["failed"] == 0
     if options.unsubscribe_others and not others:
         logs.append_log(folder.path, f"not unsubscribing others: {summary['failed']} rows failed")
-    waiting = folder.path / "waiting"
+    waited = False
 
     def wait(what: str) -> None:  # the import is `scheduled` until the store is its
-        waiting.touch()
+        nonlocal waited
+        waited = True
+        if on_stage:
+            on_stage("waiting", what)
         logs.append_log(folder.path, f"waiting for {what}")
 
     # A dry run with no store yet merges into an empty one in memory, so it never creates one.
@@ -247,13 +226,15 @@ def merge_import(folder: Folder, database: Path,
               else store.writer(database, on_wait=wait))
     try:
         with opened as con:
-            waiting.unlink(missing_ok=True)
+            if waited and on_stage:
+                on_stage("merging", "")
             if not dry_run:
-                control.check(folder.path)  # asked to stop while it waited
+                control.check(requested, folder.import_id)  # asked to stop while it waited
             merge.merge(con, folder.import_id, parts(folder.valid), folder.duplicates, options,
                         folder.outcomes, progress, unsubscribe_others=others, dry_run=dry_run)
     finally:
-        waiting.unlink(missing_ok=True)
+        if waited and on_stage:
+            on_stage("merging", "")
     if dry_run:
         logs.append_log(folder.path, "dry run: every batch rolled back, the store is unchanged")
     counts = dict(merge.outcomes(folder.outcomes).group_by("category").len().collect().iter_rows())

@@ -8,26 +8,27 @@ from typing import Optional
 
 from mail_pipeline import home
 from mail_pipeline.files import read_json, write_json
+from mail_pipeline.layout import Folder
 from mail_pipeline.times import iso_utc
 
 DEFAULT_DAYS = 7
-# What a purged import keeps: enough for its document.
-_KEPT = {"import.json", "stats.json", "validation.json", "purged.json"}
 
 
-def purged_at(folder: Path) -> Optional[str]:
-    note = read_json(folder / "purged.json")
+def purged_at(folder: Folder) -> Optional[str]:
+    note = read_json(folder.purged)
     return note["purged_at"] if note else None
 
 
-def purge(folder: Path, now: datetime) -> bool:
-    """Remove an import's logs and working files; False if it was purged already."""
-    if purged_at(folder) or not folder.is_dir():
+def purge(folder: Folder, now: datetime) -> bool:
+    """Remove an import's logs and working files (keeping enough for its document); False if it
+    was purged already."""
+    if purged_at(folder) or not folder.path.is_dir():
         return False
     # The note first: a purge cut short is finished by the next one, and never looks unpurged.
-    write_json(folder / "purged.json", {"purged_at": iso_utc(now)})
-    for path in folder.iterdir():
-        if path.name in _KEPT:
+    write_json(folder.purged, {"purged_at": iso_utc(now)})
+    kept = folder.kept_after_purge()
+    for path in folder.path.iterdir():
+        if path.name in kept:
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -1,9 +1,10 @@
 """The subscriber store: one DuckDB file under the home folder.
 
-DuckDB lets one process write a file at a time, so every writer goes through `connect`, which
-waits for a lock held by another process instead of failing at once.
+DuckDB lets one process write a file at a time. Dagster runs take turns through the store's pool
+(one slot, claimed by the step that writes, on whatever host it runs); a writer outside Dagster (a
+dry run, a `duckdb` shell) meets DuckDB's own file lock, on which `connect` waits instead of
+failing at once.
 """
-import fcntl
 import os
 import re
 import time
@@ -101,23 +102,12 @@ def empty() -> duckdb.DuckDBPyConnection:
 @contextmanager
 def writer(path: Path,
            on_wait: Optional[Callable[[str], None]] = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The store, for one writer at a time across every process, however its run was launched
-    (the queue's pool covers runs the daemon starts; a command-line run in its own process is
-    held here instead). Waits as long as another writer works, calling `on_wait` first with
-    what it waits for."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".writer.lock"), "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait:
-                on_wait("another import or export to finish")
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released by the OS if the holder dies
-        con = connect(path, on_wait=on_wait)
-        try:
-            yield con
-        finally:
-            con.close()
+    """The store open for writing, closed after the block (see `connect`)."""
+    con = connect(path, on_wait=on_wait)
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 def connect(path: Path, wait_seconds: float = 600.0,
@@ -156,3 +146,27 @@ def _holder(message: str) -> str:
     """Who holds the store, from DuckDB's lock error ("… is held in /usr/bin/python3 (PID 42)")."""
     found = re.search(r"held in (.+?) \(PID (\d+)\)", message)
     return f"process {found.group(2)} ({Path(found.group(1)).name})" if found else "another process"
+
+
+def totals(con: duckdb.DuckDBPyConnection) -> dict:
+    """The store's totals: subscribers, by subscriber status, and subscriptions by list and status."""
+    [(subscribers,)] = con.sql("SELECT count(*) FROM subscribers").fetchall()
+    by_status = dict(con.sql("SELECT status, count(*) FROM subscribers GROUP BY ALL ORDER BY 1").fetchall())
+    by_list: dict[str, dict[str, int]] = {}
+    for name, status, n in con.sql("SELECT list, status, count(*) FROM subscriptions "
+                                   "GROUP BY ALL ORDER BY 1, 2").fetchall():
+        by_list.setdefault(name, {})[status] = n
+    return {"subscribers": subscribers, "by_status": by_status, "by_list": by_list}
+
+
+def integrity(con: duckdb.DuckDBPyConnection) -> dict:
+    """What must always hold of the store: each email once, no subscription without its
+    subscriber, and each subscriber once per list. Counts of the rows that break each rule."""
+    [(duplicate_emails,)] = con.sql(
+        "SELECT count(*) - count(DISTINCT email) FROM subscribers").fetchall()
+    [(orphans,)] = con.sql(
+        "SELECT count(*) FROM subscriptions s ANTI JOIN subscribers USING (email)").fetchall()
+    [(duplicate_subscriptions,)] = con.sql(
+        "SELECT count(*) - count(DISTINCT (email, list)) FROM subscriptions").fetchall()
+    return {"duplicate_emails": duplicate_emails, "orphan_subscriptions": orphans,
+            "duplicate_subscriptions": duplicate_subscriptions}

@@ -65,13 +65,13 @@ def env_of(home: Path) -> dict:
 
 
 def cli(home: Path, *args, timeout: float = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mail_pipeline.cli", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "service.cli", *map(str, args)],
                           env=env_of(home), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
 def start(home: Path, *args) -> subprocess.Popen:
     """`mail-pipeline ARGS` in its own process group (so a kill reaches all of it)."""
-    return subprocess.Popen([sys.executable, "-m", "mail_pipeline.cli", *map(str, args)],
+    return subprocess.Popen([sys.executable, "-m", "service.cli", *map(str, args)],
                             env=env_of(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=ROOT, start_new_session=True)
 

@@ -45,5 +45,5 @@ def cli(*args, stdin=None, home=None) -> subprocess.CompletedProcess:
     """`mail-pipeline ARGS` as a user runs it, on the given home."""
     env = dict(os.environ, MAIL_PIPELINE_HOME=str(home))
     env.pop("DAGSTER_HOME", None)
-    return subprocess.run([sys.executable, "-m", "mail_pipeline.cli", *args], input=stdin,
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], input=stdin,
                           capture_output=True, text=True, env=env, timeout=300)

@@ -436,7 +436,7 @@ def run(case: Case, workdir: Path, timeout: float = 180) -> dict:
 def _cli(args: list[str], home: Path, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
     env = dict(os.environ, MAIL_PIPELINE_HOME=str(home))
     env.pop("DAGSTER_HOME", None)
-    return subprocess.run([sys.executable, "-m", "mail_pipeline.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, errors="replace", timeout=timeout)
 
 

@@ -131,7 +131,7 @@ def _env(home: Path) -> dict:
 
 
 def _cli(home: Path, *args, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mail_pipeline.cli", *args], env=_env(home),
+    return subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=_env(home),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -149,7 +149,7 @@ class UI:
         self.output = output
         self._out = open(output, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mail_pipeline.cli", "ui", "--port", str(self.port)],
+            [sys.executable, "-m", "service.cli", "ui", "--port", str(self.port)],
             env=_env(home), stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_up(self, timeout: float) -> float:

@@ -41,7 +41,7 @@ def test_workspace_validates():
 
 
 def test_an_import_is_one_run_with_metadata_on_every_stage(instance, write_csv):
-    from assets import runs
+    from service import jobs as runs
     path = write_csv("email,name\na@example.com,A\nnot-an-email,B\na@example.com,A again\n")
     import_id, _ = runs.create_import(instance)
     result = runs.execute_import(instance, import_id, build({"source": str(path), "lists": ["news"]}))
@@ -66,7 +66,7 @@ def test_an_import_is_one_run_with_metadata_on_every_stage(instance, write_csv):
 
 
 def test_a_bad_file_fails_the_run_with_one_sentence_and_writes_nothing(instance, tmp_path):
-    from assets import runs
+    from service import jobs as runs
     from mail_pipeline import home
     path = tmp_path / "bad.csv"
     path.write_bytes(b"\x00\x01\x02binary")
@@ -80,7 +80,7 @@ def test_a_bad_file_fails_the_run_with_one_sentence_and_writes_nothing(instance,
 
 
 def test_an_unexpected_error_fails_the_run_with_its_message(instance, write_csv, monkeypatch):
-    from assets import runs
+    from service import jobs as runs
     from mail_pipeline import pipeline
 
     def boom(import_id):
@@ -95,7 +95,7 @@ def test_an_unexpected_error_fails_the_run_with_its_message(instance, write_csv,
 
 
 def test_a_partition_key_that_is_not_an_import_id_fails_in_one_sentence(instance, write_csv):
-    from assets import runs
+    from service import jobs as runs
     instance.add_dynamic_partitions("imports", ["../escape"])
     result = runs.execute_import(instance, "../escape", build({"source": str(write_csv("email\na@x.com\n"))}))
     assert not result.success
@@ -103,7 +103,7 @@ def test_a_partition_key_that_is_not_an_import_id_fails_in_one_sentence(instance
 
 
 def test_a_reexecution_resumes_the_first_attempts_file_even_if_the_source_changed(instance, write_csv):
-    from assets import runs
+    from service import jobs as runs
     from mail_pipeline import home
     path = write_csv("email,name\na@x.com,A\nb@x.com,B\n")
     import_id, _ = runs.create_import(instance)
@@ -122,7 +122,7 @@ def test_a_reexecution_resumes_the_first_attempts_file_even_if_the_source_change
 def test_the_launchpad_config_takes_every_seeds_options(instance):
     """A Mailrith body and a GreenArrow body, as the canonical config the launchpad shows:
     inline CSV, named mapping, tags, default custom fields, subscriber defaults."""
-    from assets import runs
+    from service import jobs as runs
     from mail_pipeline.params import from_body
     _, mailrith = from_body({"csv_text": "Email,Name,Co\nada@example.com,Ada,ACME\n",
                              "mappings": [{"csv_column": "Email", "field": {"type": "email"}},

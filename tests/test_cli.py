@@ -100,7 +100,7 @@ def test_an_import_waits_as_scheduled_while_another_writer_holds_the_store(mail_
     env.pop("DAGSTER_HOME", None)
     path = write_csv("email\nann@example.com\n")
     with store.writer(home.database_path()):  # another import or export is writing
-        proc = subprocess.Popen([sys.executable, "-m", "mail_pipeline.cli", "import", str(path), "--json"],
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "import", str(path), "--json"],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline, state = time.monotonic() + 120, None
         while time.monotonic() < deadline and state != "scheduled":

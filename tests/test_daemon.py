@@ -28,7 +28,7 @@ def ui(mail_home):
     port = _free_port()
     env = dict(os.environ, MAIL_PIPELINE_HOME=str(mail_home))
     env.pop("DAGSTER_HOME", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mail_pipeline.cli", "ui", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "ui", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     client = DagsterGraphQLClient("127.0.0.1", port_number=port)

@@ -22,7 +22,7 @@ def _big_csv(path, rows: int = 20000):
 def _start(mail_home, *args):
     env = dict(os.environ, MAIL_PIPELINE_HOME=str(mail_home))
     env.pop("DAGSTER_HOME", None)
-    return subprocess.Popen([sys.executable, "-m", "mail_pipeline.cli", "import", *map(str, args), "--json"],
+    return subprocess.Popen([sys.executable, "-m", "service.cli", "import", *map(str, args), "--json"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -142,7 +142,7 @@ def test_a_scheduled_import_starts_when_its_time_comes(mail_home, write_csv, mon
     document = json.loads(created.stdout)
     assert (document["state"], document["begins_at"]) == ("scheduled", "2099-01-01T09:30:00Z")
     monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home()))
-    from assets import runs
+    from service import jobs as runs
     from assets.definitions import defs
     from assets.sensors import scheduled_imports
     inst = runs.instance()

@@ -43,11 +43,11 @@ def test_commands_started_together_on_a_new_home_all_work(mail_home):
     import sys
     env = dict(os.environ, MAIL_PIPELINE_HOME=str(mail_home))
     env.pop("DAGSTER_HOME", None)
-    procs = [subprocess.Popen([sys.executable, "-m", "mail_pipeline.cli", "imports", "--json"],
+    procs = [subprocess.Popen([sys.executable, "-m", "service.cli", "imports", "--json"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(6)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     assert [code for code, _ in results] == [0] * 6, [err[-300:] for _, err in results]
-    after = subprocess.run([sys.executable, "-m", "mail_pipeline.cli", "imports", "--json"],
+    after = subprocess.run([sys.executable, "-m", "service.cli", "imports", "--json"],
                            env=env, capture_output=True, text=True, timeout=300)
     assert after.returncode == 0 and json.loads(after.stdout)["num_records"] == 0, after.stderr

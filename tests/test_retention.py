@@ -12,7 +12,7 @@ from tests.helpers import cli
 
 @pytest.fixture
 def instance(mail_home, monkeypatch):
-    from assets import runs
+    from service import jobs as runs
     monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home()))  # undone after the test
     inst = runs.instance()  # the home's own instance, so the command line sees the same runs
     yield inst
@@ -26,7 +26,7 @@ def test_due_counts_from_when_the_import_finished():
 
 
 def test_the_retention_job_purges_finished_imports_and_keeps_their_documents(instance, write_csv, mail_home):
-    from assets import runs
+    from service import jobs as runs
     from assets.definitions import defs
     path = write_csv("email\nann@example.com\n")
     import_id, _ = runs.create_import(instance)

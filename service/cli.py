@@ -1,7 +1,7 @@
-"""The `mail-pipeline` command line (spec §2).
+"""The `mail-pipeline` command line (spec §2), on top of the job service (`service.jobs`).
 
-The command line is the one part of the core that reaches into the Dagster layer: it imports
-`assets.runs` when a command needs the instance, so the rules above stay free of Dagster.
+Dagster is imported only when a command needs the instance, so `--help`, a refused option and a
+dry run answer without paying for it.
 """
 import argparse
 import json
@@ -17,24 +17,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Union
 
-from mail_pipeline import control, download, home, logs, pending
+from mail_pipeline import download, drafts, home, logs
 from mail_pipeline.document import listing
 from mail_pipeline.errors import DiskFull, MailPipelineError, disk_full, disk_full_message
 from mail_pipeline.exports import build_export
 from mail_pipeline.files import read_json
+from mail_pipeline.layout import Folder
 from mail_pipeline.options import ImportOptions, build
 from mail_pipeline.params import read_params
-from mail_pipeline.pipeline import Folder, content_bytes, preflight
+from mail_pipeline.pipeline import content_bytes, preflight
 from mail_pipeline.preview import preview
 from mail_pipeline.retention import DEFAULT_DAYS, purged_at
 
 def _runs():
+    """The job service (Dagster and the definitions are imported here, on first need)."""
     warnings.filterwarnings("ignore")  # Dagster's beta/deprecation notices are not for end users
     os.environ["MAIL_PIPELINE_IGNORE_BAD_EXPORTS"] = "1"
-    from assets import exports, runs
+    from assets import exports
+    from service import jobs
     if exports.declaration_error:
         _say(f"warning: {exports.declaration_error}; named exports are off until it is fixed")
-    return runs
+    return jobs
 
 
 def _say(text: str) -> None:
@@ -124,14 +127,14 @@ def _source(args: argparse.Namespace, options: ImportOptions) -> tuple[Union[Pat
 
 def cmd_import(args: argparse.Namespace) -> int:
     options = _options(args)
-    when = pending.parse_when(options.begins_at, options.date_format) if options.begins_at else None
+    when = drafts.parse_when(options.begins_at, options.date_format) if options.begins_at else None
     later = when is not None and when > datetime.now(timezone.utc)
     if (later or args.draft) and (args.dry_run or args.detach):
         raise MailPipelineError("--at and --draft create the import without running it: "
                                 "leave out --dry-run and --detach")
     path, spooled = _source(args, options)
     if args.draft:
-        pending.refuse_zip(Path(path))  # before the import is created
+        drafts.refuse_zip(Path(path))  # before the import is created
     options = options.model_copy(update={"source": str(path), "content": None})
     try:
         if isinstance(path, Path):  # a URL is checked once downloaded
@@ -147,29 +150,26 @@ def cmd_import(args: argparse.Namespace) -> int:
             path.unlink(missing_ok=True)
     runs = _runs()
     inst = runs.instance()
-    now = not (args.draft or later or args.detach)
-    import_id, created = runs.create_import(inst, options.idempotency_key, options if now else None)
+    import_id, created = runs.create_import(inst, options.idempotency_key)
     if not created:  # the same idempotency key: the existing import, not a second one
         if spooled:
             path.unlink(missing_ok=True)
         if not args.json:
             _say(f"import {import_id}: already created with this idempotency key")
         return _finish(runs.document(inst, import_id), args.json)
-    folder = Folder.of(import_id).path
-    if args.draft:  # Mailcoach: created now, rows appended, started later
-        options = pending.draft(folder, Path(path), options)
-    if now:  # (its request was noted as it was created)
+    if not (args.draft or later or args.detach):
         return _finish(_follow(inst, import_id, args.json,
-                               lambda: runs.execute_import(inst, import_id, options)), args.json)
-    runs.note_request(import_id, options)
-    if args.draft:
+                               lambda: runs.launch_import(inst, import_id, options, detach=False)), args.json)
+    if args.draft:  # Mailcoach: created now, rows appended, started later
+        options = drafts.draft(Folder.of(import_id), Path(path), options)
+        runs.hold(inst, import_id, options, "draft")
         said = (f"draft; add rows with 'imports append {import_id} FILE', run it with "
                 f"'imports start {import_id}'")
     elif later:  # GreenArrow's begins_at: the daemon's scheduled_imports sensor starts it
-        pending.schedule(folder, when)
-        said = f"scheduled for {when:%Y-%m-%d %H:%M:%S} UTC (mail-pipeline ui starts it)"
+        runs.hold(inst, import_id, options, "scheduled", when)
+        said = f"scheduled for {when:%Y-%m-%d %H:%M:%S} UTC (the Dagster daemon starts it: mail-pipeline ui)"
     else:
-        runs.submit_import(inst, import_id, options)
+        runs.launch_import(inst, import_id, options, detach=True)
         said = "queued; the Dagster daemon starts it (mail-pipeline ui)"
     if not args.json:
         _say(f"import {import_id}: {said}")
@@ -186,7 +186,9 @@ def _follow(inst, import_id: str, as_json: bool, run) -> dict:
         threading.Thread(target=_watch, args=(import_id, done), daemon=True).start()
 
     def pause(signum, frame) -> None:  # Dagster would turn the interrupt into a failed run
-        control.request(Folder.of(import_id).path, "pause")
+        started = _runs().runs_of(inst, import_id)
+        if started:
+            _runs().request(inst, started[0], "pause")
         _say(f"import {import_id}: pausing after the batch in progress; resume with: "
              f"mail-pipeline imports resume {import_id}")
 
@@ -247,26 +249,25 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_append(args: argparse.Namespace) -> int:
     runs = _runs()
-    added = pending.append(Folder.of(args.id).path, Path(args.source).expanduser().resolve())
+    inst = runs.instance()
+    runs.draft_options(inst, args.id)  # only a draft takes more rows
+    added = drafts.append(Folder.of(args.id), Path(args.source).expanduser().resolve())
     if not args.json:
         _say(f"import {args.id}: {added} bytes appended")
-    _print_document(runs.document(runs.instance(), args.id), args.json)
+    _print_document(runs.document(inst, args.id), args.json)
     return 0
 
 
 def cmd_start(args: argparse.Namespace) -> int:
     runs = _runs()
     inst = runs.instance()
-    folder = Folder.of(args.id).path
-    options = ImportOptions.model_validate((read_json(folder / "requested.json") or {}).get("options", {}))
-    runs.note_request(args.id, options)  # this process asks now: not the draft's, long gone
-    pending.start(folder)
+    options = runs.draft_options(inst, args.id)
     if args.detach:
-        runs.submit_import(inst, args.id, options)
+        runs.launch_import(inst, args.id, options, detach=True)
         _print_document(runs.document(inst, args.id), args.json)
         return 0
-    return _finish(_follow(inst, args.id, args.json, lambda: runs.execute_import(inst, args.id, options)),
-                   args.json)
+    return _finish(_follow(inst, args.id, args.json,
+                           lambda: runs.launch_import(inst, args.id, options, detach=False)), args.json)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -362,7 +363,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     folder = Folder.of(args.id)
     if not folder.path.is_dir():
         raise MailPipelineError(f"import {args.id} not found")
-    when = purged_at(folder.path)
+    when = purged_at(folder)
     if when:
         raise MailPipelineError(f"import {args.id}: its logs were purged on {when} (logs are kept "
                                 f"{DEFAULT_DAYS} days after an import finishes, unless configured)")
@@ -396,9 +397,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from service.instance import dagster_home, workspace_file
     _runs().instance().dispose()  # its storage made and the store's pool set, before the daemon
-    env = dict(os.environ, DAGSTER_HOME=str(home.dagster_home()))
-    command = [sys.executable, "-m", "dagster", "dev", "-m", "assets.definitions",
+    env = dict(os.environ, DAGSTER_HOME=str(dagster_home()))
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace_file()),
                "-h", args.host, "-p", str(args.port)]
     _say(f"Dagster UI on http://{args.host}:{args.port} (home {home.home()}); Ctrl-C stops it")
     if args.host not in ("127.0.0.1", "localhost", "::1"):

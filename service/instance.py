@@ -1,0 +1,122 @@
+"""The Dagster instance the service works on: the deployer's (`DAGSTER_HOME`, used as it is) or
+the embedded one under the home folder, whose dagster.yaml the project writes."""
+import fcntl
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from assets.names import POOL
+from mail_pipeline import home
+
+EMBEDDED_YAML = """\
+# Written by mail-pipeline for its embedded instance (a deployer's own instance, named by
+# DAGSTER_HOME, is used as it is: docs/deploy.md gives the production shape).
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+concurrency:
+  pools:
+    # Every step that writes the DuckDB store is in the pool `{pool}`, one step at a time. Per op
+    # (not per run), so that an import the command line runs in its own process takes its turn
+    # with the runs the daemon starts.
+    granularity: op
+    default_limit: 1
+# A run whose worker never started, or a finished run still holding the store's slot, is settled
+# by the daemon (`mail-pipeline ui`).
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 10
+  free_slots_after_run_end_seconds: 10
+telemetry:
+  enabled: false
+# A step's raw stdout/stderr is not captured: the assets write everything through the run's event
+# log and the import's own log, and capture starts two processes per step (0.4 s a run).
+compute_logs:
+  module: dagster._core.storage.noop_compute_log_manager
+  class: NoOpComputeLogManager
+"""
+_MARK = EMBEDDED_YAML.splitlines()[0]
+
+# DAGSTER_HOME as the process found it: a deployer's instance. (The embedded one is set below.)
+_DEPLOYED = os.environ.get("DAGSTER_HOME")
+
+
+def deployed() -> bool:
+    """Whether a deployer's instance is in use (DAGSTER_HOME was set)."""
+    return bool(_DEPLOYED)
+
+
+def dagster_home() -> Path:
+    """The instance folder: the deployer's, else `$MAIL_PIPELINE_HOME/dagster` with the dagster.yaml
+    above (an earlier version's is brought up to date; a file someone else wrote is left alone)."""
+    if _DEPLOYED:
+        return Path(_DEPLOYED).resolve()
+    path = (home.home() / "dagster").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    config = path / "dagster.yaml"
+    wanted = EMBEDDED_YAML.format(pool=POOL)
+    current = config.read_text() if config.exists() else None
+    if current is None or (current != wanted and current.startswith("# Written by mail-pipeline")):
+        config.write_text(wanted)
+    return path
+
+
+def instance() -> dg.DagsterInstance:
+    """The Dagster instance. Opening its storage costs about a second: callers open it once and
+    pass it on. The store's pool is registered with its limit of 1 when the instance has none."""
+    path = dagster_home()
+    os.environ["DAGSTER_HOME"] = str(path)
+    if _DEPLOYED:
+        inst = dg.DagsterInstance.get()
+        _register_pool(inst)
+        return inst
+    ready = path / "storage.ready"
+    if not ready.exists():
+        # Dagster creates its SQLite storage on first open with nothing to stop two processes
+        # doing it at once: two commands started together on a new home left two Alembic heads,
+        # and every command after failed. The first open holds a lock.
+        with open(path / "storage.lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not ready.exists():
+                inst = dg.DagsterInstance.get()
+                _register_pool(inst)
+                ready.touch()
+                return inst
+    inst = dg.DagsterInstance.get()
+    _register_pool(inst)
+    return inst
+
+
+def _register_pool(inst: dg.DagsterInstance) -> None:
+    # The daemon reads which pools have limits before registering the pools of the runs it finds
+    # queued: on an instance without this one it started every queued import at once.
+    storage = inst.event_log_storage
+    if storage.supports_global_concurrency_limits and POOL not in storage.get_concurrency_keys():
+        storage.set_concurrency_slots(POOL, 1)
+
+
+def pools_per_op(inst: dg.DagsterInstance) -> bool:
+    """Whether the instance holds a step back for its pool wherever the run executes (granularity
+    op); per run, only the run queue does, and a command-line run would not wait its turn."""
+    from dagster._core.instance.config import PoolGranularity
+    return inst.event_log_storage.get_pool_config().pool_granularity == PoolGranularity.OP
+
+
+def location_name() -> str:
+    """The code location's name in the deployer's workspace (the daemon finds queued runs' code
+    by it): `MAIL_PIPELINE_LOCATION`, default `mail_pipeline` as in workspace.yaml."""
+    return os.environ.get("MAIL_PIPELINE_LOCATION", "mail_pipeline")
+
+
+def workspace_file() -> Path:
+    """A workspace.yaml for `mail-pipeline ui`, naming the location as the service does."""
+    path = home.home() / "workspace.yaml"
+    text = ("# Written by mail-pipeline for `mail-pipeline ui`.\nload_from:\n  - python_module:\n"
+            f"      module_name: assets.definitions\n      location_name: {location_name()}\n"
+            f"      executable_path: {sys.executable}\n")
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path

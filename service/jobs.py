@@ -1,0 +1,376 @@
+"""Imports and exports as Dagster runs: launch them, read their state from the run record, pause,
+cancel and resume them, and build their documents.
+
+Every launch goes through `_create_run`: a run of the job in the instance, with the import's
+partition, options and readable tags. The command line then executes it in its own process
+(`execute_run`, as a run worker does) or submits it to the run queue for the daemon (`--detach`,
+the deployer's daemon included); the sensors' runs come through the daemon the same way. Whichever
+executes it, the step that writes the store claims the store's pool, so one import writes at a
+time across hosts.
+
+State is read, never written: from the run's status, its current step (step events), its tags
+and the store's pool. Drafts and scheduled imports have no run yet: their record is a value in
+the instance's key-value storage (`assets.names.pending_key`), so every host sees it.
+"""
+import functools
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Optional
+
+import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import (ManagedGrpcPythonEnvCodeLocationOrigin, RemoteJobOrigin,
+                                         RemoteRepositoryOrigin)
+from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+from assets.names import (EXPORT_JOB, IMPORT_JOB, IMPORTS_PARTITIONS, EXPORTS_PARTITIONS, POOL,
+                          Tags, import_run_config, options_of, pending_key, readable_tags)
+from mail_pipeline import home, retention
+from mail_pipeline.document import import_document
+from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.exports import ExportOptions, export_document
+from mail_pipeline.layout import Folder
+from mail_pipeline.options import ImportOptions
+from mail_pipeline.times import iso_utc
+from service import process
+from service.instance import instance, location_name, pools_per_op  # noqa: F401 (instance: re-exported)
+
+_STATES = {
+    dg.DagsterRunStatus.QUEUED: "scheduled", dg.DagsterRunStatus.NOT_STARTED: "scheduled",
+    dg.DagsterRunStatus.SUCCESS: "finished", dg.DagsterRunStatus.FAILURE: "failed",
+    dg.DagsterRunStatus.CANCELED: "cancelled", dg.DagsterRunStatus.CANCELING: "cancelled",
+}
+# The console logger stays quiet: the terminal shows the service's progress, the UI the events.
+_QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+DIED = "its process is gone (killed?)"
+_VALIDATING = (None, "raw_file", "validated_frame")
+
+
+# --- launching -------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _recon(job_name: str) -> ReconstructableJob:
+    repository = ReconstructableRepository.for_module("assets.definitions", "defs")
+    return repository.get_reconstructable_job(job_name)
+
+
+def _origin(job_name: str) -> RemoteJobOrigin:
+    """Where the daemon finds the job: the code location by its name in the workspace."""
+    target = LoadableTargetOrigin(executable_path=sys.executable, module_name="assets.definitions")
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(target, location_name())
+    return RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), job_name)
+
+
+def _create_run(inst: dg.DagsterInstance, job_name: str, partition: str, run_config: dict,
+                tags: dict, parent: Optional[dg.DagsterRun] = None) -> dg.DagsterRun:
+    recon = _recon(job_name)
+    tags = {Tags.PARTITION: partition, **tags}
+    lineage = {}
+    if parent is not None:
+        lineage = {"parent_run_id": parent.run_id, "root_run_id": parent.root_run_id or parent.run_id}
+        tags.update({Tags.PARENT_RUN: lineage["parent_run_id"], Tags.ROOT_RUN: lineage["root_run_id"]})
+    return inst.create_run_for_job(
+        recon.get_definition(), run_config={**run_config, **_QUIET}, tags=tags,
+        status=dg.DagsterRunStatus.NOT_STARTED, remote_job_origin=_origin(job_name),
+        job_code_origin=recon.get_python_origin(), **lineage)
+
+
+def _execute(inst: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """Execute the run in this process, as a run worker would; its events go to the instance."""
+    _free_slots_of_dead_runs(inst)
+    execute_run(_recon(run.job_name), run, inst)
+
+
+def _submit(inst: dg.DagsterInstance, run: dg.DagsterRun) -> None:
+    """Hand the run to the instance's run queue; the daemon starts it when the pool allows."""
+    if not isinstance(inst.run_coordinator, QueuedRunCoordinator):
+        raise MailPipelineError("--detach needs an instance with the queued run coordinator "
+                                "(run_coordinator: QueuedRunCoordinator in dagster.yaml; see docs/deploy.md)")
+    inst.submit_run(run.run_id, workspace=None)
+
+
+def _free_slots_of_dead_runs(inst: dg.DagsterInstance) -> None:
+    """A run killed on this host keeps the store's slot it held, and the next run would wait for
+    it for ever where no daemon frees it: its slot is freed (its state is left to resume)."""
+    storage = inst.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return
+    info = storage.get_concurrency_info(POOL)
+    for run_id in {slot.run_id for slot in info.claimed_slots}:
+        run = inst.get_run_by_id(run_id)
+        if run is None or run.is_finished or process.gone(run.tags):
+            storage.free_concurrency_slots_for_run(run_id)
+
+
+def create_import(inst: dg.DagsterInstance, idempotency_key: Optional[str] = None) -> tuple[str, bool]:
+    """A new import id, registered as a partition so the UI lists it, and True; or, when the
+    idempotency key already names an import, that import's id and False (Mailrith)."""
+    import_id = home.new_import_id()
+    if idempotency_key:
+        existing = home.claim_key(idempotency_key, import_id)
+        if existing is not None:
+            home.import_dir(import_id).rmdir()  # allocated a moment ago
+            return existing, False
+    inst.add_dynamic_partitions(IMPORTS_PARTITIONS, [import_id])
+    return import_id, True
+
+
+def _import_tags(options: ImportOptions) -> dict:
+    return {Tags.KIND: "import", **readable_tags(options)}
+
+
+def launch_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptions, *,
+                  detach: bool) -> dg.DagsterRun:
+    """Run the import: in this process (returning when it ends), or queued for the daemon."""
+    tags = _import_tags(options) if detach else {**_import_tags(options), **process.tags()}
+    run = _create_run(inst, IMPORT_JOB, import_id, import_run_config(options), tags)
+    _set_pending(inst, import_id, None)
+    if detach:
+        _submit(inst, run)
+    else:
+        _execute(inst, run)
+    return run
+
+
+# --- drafts and scheduled imports: no run yet ------------------------------------------------------
+
+def pending(inst: dg.DagsterInstance, import_id: str) -> Optional[dict]:
+    """The record of an import that has no run yet: {state: draft | scheduled | cancelled,
+    created_at, begins_at, options}."""
+    value = inst.run_storage.get_cursor_values({pending_key(import_id)}).get(pending_key(import_id))
+    return json.loads(value) if value else None
+
+
+def _set_pending(inst: dg.DagsterInstance, import_id: str, record: Optional[dict]) -> None:
+    if record is None and pending(inst, import_id) is None:
+        return
+    inst.run_storage.set_cursor_values({pending_key(import_id): json.dumps(record) if record else ""})
+
+
+def hold(inst: dg.DagsterInstance, import_id: str, options: ImportOptions, state: str,
+         begins_at: Optional[datetime] = None) -> None:
+    """Record a draft, or an import scheduled for `begins_at` (the scheduled_imports sensor starts
+    it then)."""
+    _set_pending(inst, import_id, {
+        "state": state, "created_at": iso_utc(), "options": options.model_dump(),
+        "begins_at": iso_utc(begins_at) if begins_at else None})
+
+
+def draft_options(inst: dg.DagsterInstance, import_id: str) -> ImportOptions:
+    """The options of a draft, which must still be one."""
+    record = pending(inst, import_id)
+    if not runs_of(inst, import_id) and record and record["state"] == "draft":
+        return ImportOptions.model_validate(record["options"])
+    raise MailPipelineError(f"import {import_id} is not a draft: only a draft is started or takes more rows")
+
+
+# --- reading state ---------------------------------------------------------------------------------
+
+def runs_of(inst: dg.DagsterInstance, import_id: str, job_name: str = IMPORT_JOB) -> list[dg.DagsterRun]:
+    """The import's runs, newest first (a re-execution keeps the import id)."""
+    return list(inst.get_runs(dg.RunsFilter(job_name=job_name, tags={Tags.PARTITION: import_id})))
+
+
+def _iso(timestamp: Optional[float]) -> Optional[str]:
+    if timestamp is None:
+        return None
+    return iso_utc(datetime.fromtimestamp(timestamp, timezone.utc))
+
+
+def _current_step(inst: dg.DagsterInstance, run_id: str) -> Optional[str]:
+    records = inst.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
+    return records[-1].event_log_entry.step_key if records else None
+
+
+def _holder(inst: dg.DagsterInstance, run_id: str) -> Optional[str]:
+    """Who holds the store's pool while `run_id` waits for it, in words; None if it does not wait."""
+    storage = inst.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return None
+    info = storage.get_concurrency_info(POOL)
+    if run_id not in {step.run_id for step in info.pending_steps}:
+        return None
+    holders = []
+    for slot in info.claimed_slots:
+        other = inst.get_run_by_id(slot.run_id)
+        if other is not None:
+            kind = other.tags.get(Tags.KIND, other.job_name)
+            holders.append(f"{kind} {other.tags.get(Tags.PARTITION, '?')} (run {other.run_id[:8]})")
+    return ", ".join(holders) or "the store's pool"
+
+
+def state_of(inst: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str, Optional[str]]:
+    """The import's state from its newest run, and whom it waits for while `scheduled`."""
+    tags = run.tags
+    if run.is_finished:
+        asked = tags.get(Tags.REQUEST)
+        if run.status != dg.DagsterRunStatus.SUCCESS and asked in ("pause", "cancel"):
+            return ("paused" if asked == "pause" else "cancelled"), None
+        return _STATES[run.status], None
+    if run.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.CANCELING):
+        return _STATES[run.status], None
+    if process.gone(tags):
+        return "failed", None
+    if run.status == dg.DagsterRunStatus.NOT_STARTED:
+        return "scheduled", None
+    if tags.get(Tags.STAGE) == "downloading":
+        return "downloading", None
+    if tags.get(Tags.STAGE) == "waiting":
+        return "scheduled", tags.get(Tags.WAITING_FOR) or None
+    if _current_step(inst, run.run_id) in _VALIDATING:
+        holder = _holder(inst, run.run_id)
+        return ("scheduled", holder) if holder else ("splitting", None)
+    return "importing", None
+
+
+def failure_message(inst: dg.DagsterInstance, run: dg.DagsterRun) -> Optional[str]:
+    """Why the run failed: a user's mistake is its one sentence (the step's Failure), anything
+    else the first line of the underlying error, or what Dagster said of the run."""
+    if not run.is_finished and process.gone(run.tags):
+        return f"{DIED}; resume with: mail-pipeline imports resume {run.tags.get(Tags.PARTITION)}"
+    for record in inst.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
+        data = record.event_log_entry.dagster_event.step_failure_data
+        if data.user_failure_data and data.user_failure_data.description:
+            return data.user_failure_data.description  # our own one-sentence Failure
+        error = data.error
+        while error is not None and error.cause is not None:  # Dagster wraps the real error
+            error = error.cause
+        if error is not None:
+            # The first line says what went wrong; later ones may be context or a caret line.
+            lines = [line for line in error.message.strip().splitlines() if line.strip(" ^")]
+            return lines[0] if lines else error.message.strip()
+    for record in inst.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records:
+        message = record.event_log_entry.dagster_event.message or ""
+        if message.strip():
+            return message.strip().splitlines()[0]
+    return None
+
+
+def document(inst: dg.DagsterInstance, import_id: str) -> dict:
+    """The import document of one import. Reading it writes nothing."""
+    folder = Folder.of(import_id)
+    runs = runs_of(inst, import_id)
+    if not runs:
+        record = pending(inst, import_id)
+        if record is None:
+            if not folder.path.is_dir() and not inst.has_dynamic_partition(IMPORTS_PARTITIONS, import_id):
+                raise MailPipelineError(f"import {import_id} not found")
+            return import_document(
+                import_id, "failed", created_at=_iso(folder.path.stat().st_ctime) if folder.path.is_dir() else None,
+                begins_at=None, finished_at=None, run_id=None, folder=folder,
+                error_message="it was interrupted as it was being created, before its run existed: "
+                              "import the file again")
+        return import_document(import_id, record["state"], created_at=record["created_at"],
+                               begins_at=record.get("begins_at"), finished_at=None, run_id=None,
+                               folder=folder, requested=record["options"])
+    run = runs[0]
+    record = inst.get_run_record_by_id(run.run_id)
+    first = inst.get_run_record_by_id(runs[-1].run_id)
+    state, waiting_for = state_of(inst, run)
+    return import_document(
+        import_id, state,
+        created_at=_iso(first.create_timestamp.timestamp()),
+        begins_at=_iso(record.start_time or record.create_timestamp.timestamp()),
+        finished_at=_iso(record.end_time) if run.is_finished else None,
+        run_id=run.run_id, folder=folder, requested=options_of(run.run_config),
+        error_message=failure_message(inst, run) if state == "failed" else None,
+        waiting_for=waiting_for)
+
+
+def all_import_ids(inst: dg.DagsterInstance) -> list[str]:
+    """Every import: those with runs (purged ones included), and those without one yet."""
+    ids = set(inst.get_dynamic_partitions(IMPORTS_PARTITIONS))
+    ids |= {run.tags[Tags.PARTITION] for run in inst.get_runs(dg.RunsFilter(job_name=IMPORT_JOB))
+            if Tags.PARTITION in run.tags}
+    return sorted(ids, key=lambda i: (len(i), i))
+
+
+# --- pause, cancel, resume (GreenArrow) ------------------------------------------------------------
+
+def stop(inst: dg.DagsterInstance, import_id: str, what: str) -> dict:
+    """Ask the import to pause or cancel, through its run: a tag its stages read between batches
+    (the batch in progress commits or rolls back whole), and a queued run is withdrawn at once.
+    A draft or scheduled import is cancelled for good; a paused one can still be cancelled."""
+    verb = {"pause": "paused", "cancel": "cancelled"}[what]
+    state = document(inst, import_id)["state"]
+    runs = runs_of(inst, import_id)
+    if not runs and state in ("draft", "scheduled") and what == "cancel":
+        record = pending(inst, import_id)
+        _set_pending(inst, import_id, {**record, "state": "cancelled"})
+        return document(inst, import_id)
+    if not runs or state in ("finished", "failed", "cancelled", "reverted") or (
+            state == "paused" and what == "pause"):
+        raise MailPipelineError(f"import {import_id} is {state}: it cannot be {verb}")
+    request(inst, runs[0], what)
+    return document(inst, import_id)
+
+
+def request(inst: dg.DagsterInstance, run: dg.DagsterRun, what: str) -> None:
+    inst.add_run_tags(run.run_id, {Tags.REQUEST: what})
+    if run.status == dg.DagsterRunStatus.QUEUED:
+        inst.run_coordinator.cancel_run(run.run_id)
+    elif run.status == dg.DagsterRunStatus.NOT_STARTED:
+        inst.report_run_canceled(run, message=f"{what} requested before it started")
+
+
+def resume(inst: dg.DagsterInstance, import_id: str) -> dg.DagsterRun:
+    """Run a paused or interrupted import again, in this process, as a re-execution linked to the
+    last run; its committed batches are skipped, so no row is applied twice. A last run whose
+    process is gone is marked failed first, and the store's slot it held freed."""
+    runs = runs_of(inst, import_id)
+    if not runs:
+        state = document(inst, import_id)["state"]
+        raise MailPipelineError(f"import {import_id} is {state}: only a paused or failed import resumes")
+    run = runs[0]
+    state, _ = state_of(inst, run)
+    if retention.purged_at(Folder.of(import_id)):
+        raise MailPipelineError(f"import {import_id} was purged: its files are gone, so it cannot resume")
+    if state not in ("paused", "failed"):
+        raise MailPipelineError(f"import {import_id} is {state}: only a paused or failed import resumes")
+    if not run.is_finished:  # judged gone on this host (state_of): settle it
+        inst.report_run_failed(run, message=DIED)
+    if inst.event_log_storage.supports_global_concurrency_limits:
+        inst.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+    if not inst.has_dynamic_partition(IMPORTS_PARTITIONS, import_id):
+        inst.add_dynamic_partitions(IMPORTS_PARTITIONS, [import_id])
+    kept = {k: v for k, v in run.tags.items() if k in (Tags.KIND, Tags.SOURCE, Tags.LISTS, Tags.INBOX)}
+    config = {k: v for k, v in run.run_config.items() if k != "loggers"}
+    again = _create_run(inst, IMPORT_JOB, import_id, config, {**kept, **process.tags()}, parent=run)
+    _execute(inst, again)
+    return again
+
+
+# --- exports: runs of `export_job`, one partition per export ---------------------------------------
+
+def create_export(inst: dg.DagsterInstance) -> str:
+    export_id = home.new_export_id()
+    inst.add_dynamic_partitions(EXPORTS_PARTITIONS, [export_id])
+    return export_id
+
+
+def execute_export(inst: dg.DagsterInstance, export_id: str, options: ExportOptions) -> dg.DagsterRun:
+    config = {"ops": {"subscriber_export": {"config": options.model_dump()}}}
+    run = _create_run(inst, EXPORT_JOB, export_id, config, {Tags.KIND: "export", **process.tags()})
+    _execute(inst, run)
+    return run
+
+
+def export_doc(inst: dg.DagsterInstance, export_id: str) -> dict:
+    """The export document of one export."""
+    runs = runs_of(inst, export_id, EXPORT_JOB)
+    if not runs:
+        raise MailPipelineError(f"export {export_id} not found")
+    run = runs[0]
+    record = inst.get_run_record_by_id(run.run_id)
+    state = _STATES.get(run.status, "exporting")
+    if not run.is_finished and process.gone(run.tags):
+        state = "failed"
+    return export_document(
+        export_id, state, created_at=_iso(record.create_timestamp.timestamp()),
+        finished_at=_iso(record.end_time) if run.is_finished else None, run_id=run.run_id,
+        error_message=failure_message(inst, run) if state == "failed" else None)
