@@ -16,7 +16,7 @@ from mail_pipeline.options import build
 def _requested(context: dg.AssetExecutionContext) -> control.Requested:
     """A pause or cancel asked for through the run's tag (`imports pause`, Ctrl-C)."""
     def ask():
-        run = context.instance.get_run_by_id(context.run_id)
+        run = context.instance.get_run_by_id(context.run.run_id)
         return (run.tags.get(Tags.REQUEST) or None) if run else None
     return ask
 
@@ -25,7 +25,7 @@ def _on_stage(context: dg.AssetExecutionContext) -> pipeline.OnStage:
     """A stage that downloads, or waits for the store, says so on its run, where readers look."""
     def say(stage: str, detail: str) -> None:
         shown = stage if stage in ("downloading", "waiting") else ""
-        context.instance.add_run_tags(context.run_id, {
+        context.instance.add_run_tags(context.run.run_id, {
             Tags.STAGE: shown, Tags.WAITING_FOR: detail if stage == "waiting" else ""})
     return say
 

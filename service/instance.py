@@ -40,20 +40,16 @@ compute_logs:
 """
 _MARK = EMBEDDED_YAML.splitlines()[0]
 
-# DAGSTER_HOME as the process found it: a deployer's instance. (The embedded one is set below.)
-_DEPLOYED = os.environ.get("DAGSTER_HOME")
-
-
 def deployed() -> bool:
-    """Whether a deployer's instance is in use (DAGSTER_HOME was set)."""
-    return bool(_DEPLOYED)
+    """Whether a deployer's instance is in use: DAGSTER_HOME names one."""
+    return bool(os.environ.get("DAGSTER_HOME"))
 
 
 def dagster_home() -> Path:
     """The instance folder: the deployer's, else `$MAIL_PIPELINE_HOME/dagster` with the dagster.yaml
     above (an earlier version's is brought up to date; a file someone else wrote is left alone)."""
-    if _DEPLOYED:
-        return Path(_DEPLOYED).resolve()
+    if deployed():
+        return Path(os.environ["DAGSTER_HOME"]).resolve()
     path = (home.home() / "dagster").resolve()
     path.mkdir(parents=True, exist_ok=True)
     config = path / "dagster.yaml"
@@ -68,8 +64,7 @@ def instance() -> dg.DagsterInstance:
     """The Dagster instance. Opening its storage costs about a second: callers open it once and
     pass it on. The store's pool is registered with its limit of 1 when the instance has none."""
     path = dagster_home()
-    os.environ["DAGSTER_HOME"] = str(path)
-    if _DEPLOYED:
+    if deployed():
         inst = dg.DagsterInstance.get()
         _register_pool(inst)
         return inst
@@ -81,11 +76,11 @@ def instance() -> dg.DagsterInstance:
         with open(path / "storage.lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not ready.exists():
-                inst = dg.DagsterInstance.get()
+                inst = dg.DagsterInstance.from_config(str(path))
                 _register_pool(inst)
                 ready.touch()
                 return inst
-    inst = dg.DagsterInstance.get()
+    inst = dg.DagsterInstance.from_config(str(path))
     _register_pool(inst)
     return inst
 

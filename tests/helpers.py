@@ -47,3 +47,34 @@ def cli(*args, stdin=None, home=None) -> subprocess.CompletedProcess:
     env.pop("DAGSTER_HOME", None)
     return subprocess.run([sys.executable, "-m", "service.cli", *args], input=stdin,
                           capture_output=True, text=True, env=env, timeout=300)
+
+
+class Executed:
+    """A run of the import job executed in this process through the job service."""
+
+    def __init__(self, instance, run_id: str):
+        import dagster as dg
+        self.instance, self.run_id = instance, run_id
+        self.success = instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS
+
+    def materializations(self) -> dict:
+        """Each asset's metadata, by asset key."""
+        import dagster as dg
+        records = self.instance.get_records_for_run(
+            self.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+        return {r.event_log_entry.asset_materialization.asset_key.to_user_string():
+                r.event_log_entry.asset_materialization.metadata for r in records}
+
+    def check_results(self) -> dict:
+        """Each asset check's outcome (passed?), by check name."""
+        import dagster as dg
+        records = self.instance.get_records_for_run(
+            self.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+        return {r.event_log_entry.dagster_event.event_specific_data.check_name:
+                r.event_log_entry.dagster_event.event_specific_data.passed for r in records}
+
+
+def execute(instance, import_id: str, options) -> Executed:
+    """Run an import in this process, as `mail-pipeline import` does."""
+    from service import jobs
+    return Executed(instance, jobs.launch_import(instance, import_id, options, detach=False).run_id)

@@ -7,8 +7,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mail_pipeline.home import POOL
+from assets.names import POOL
 from mail_pipeline.options import build
+from tests.helpers import execute
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,11 +45,14 @@ def test_an_import_is_one_run_with_metadata_on_every_stage(instance, write_csv):
     from service import jobs as runs
     path = write_csv("email,name\na@example.com,A\nnot-an-email,B\na@example.com,A again\n")
     import_id, _ = runs.create_import(instance)
-    result = runs.execute_import(instance, import_id, build({"source": str(path), "lists": ["news"]}))
+    result = execute(instance, import_id, build({"source": str(path), "lists": ["news"]}))
     assert result.success
-    materialized = {e.asset_key.to_user_string(): e.materialization.metadata
-                    for e in result.get_asset_materialization_events()}
+    materialized = result.materializations()
     assert set(materialized) == {"raw_file", "validated_frame", "subscribers", "import_logs"}
+    assert materialized["subscribers"]["subscribers_total"].value == 1
+    assert materialized["subscribers"]["subscriptions_by_list"].value == {"news": {"unconfirmed": 1}}
+    assert result.check_results() == {"categories_add_up": True, "emails_unique": True,
+                                      "no_subscription_without_subscriber": True}
     assert materialized["raw_file"]["row_count"].value == 3
     assert len(materialized["raw_file"]["sha256"].value) == 64
     assert materialized["validated_frame"]["failed"].value == 1
@@ -63,6 +67,8 @@ def test_an_import_is_one_run_with_metadata_on_every_stage(instance, write_csv):
     assert document["stats"]["records_imported"] == 3
     run = instance.get_run_by_id(result.run_id)
     assert run.tags["dagster/partition"] == import_id
+    # Readable in the runs list: the source file's name and the lists.
+    assert (run.tags["mail_pipeline/source"], run.tags["mail_pipeline/lists"]) == ("input.csv", "news")
 
 
 def test_a_bad_file_fails_the_run_with_one_sentence_and_writes_nothing(instance, tmp_path):
@@ -71,7 +77,7 @@ def test_a_bad_file_fails_the_run_with_one_sentence_and_writes_nothing(instance,
     path = tmp_path / "bad.csv"
     path.write_bytes(b"\x00\x01\x02binary")
     import_id, _ = runs.create_import(instance)
-    result = runs.execute_import(instance, import_id, build({"source": str(path)}))
+    result = execute(instance, import_id, build({"source": str(path)}))
     assert not result.success
     document = runs.document(instance, import_id)
     assert document["state"] == "failed"
@@ -88,7 +94,7 @@ def test_an_unexpected_error_fails_the_run_with_its_message(instance, write_csv,
 
     monkeypatch.setattr(pipeline, "validate_import", boom)
     import_id, _ = runs.create_import(instance)
-    result = runs.execute_import(instance, import_id,
+    result = execute(instance, import_id,
                                  build({"source": str(write_csv("email\na@x.com\n"))}))
     assert not result.success
     assert runs.document(instance, import_id)["error_message"] == "RuntimeError: disk on fire"
@@ -97,9 +103,9 @@ def test_an_unexpected_error_fails_the_run_with_its_message(instance, write_csv,
 def test_a_partition_key_that_is_not_an_import_id_fails_in_one_sentence(instance, write_csv):
     from service import jobs as runs
     instance.add_dynamic_partitions("imports", ["../escape"])
-    result = runs.execute_import(instance, "../escape", build({"source": str(write_csv("email\na@x.com\n"))}))
+    result = execute(instance, "../escape", build({"source": str(write_csv("email\na@x.com\n"))}))
     assert not result.success
-    assert runs.failure_message(instance, result.run_id).startswith("invalid import id '../escape'")
+    assert runs.failure_message(instance, instance.get_run_by_id(result.run_id)).startswith("invalid import id '../escape'")
 
 
 def test_a_reexecution_resumes_the_first_attempts_file_even_if_the_source_changed(instance, write_csv):
@@ -107,10 +113,10 @@ def test_a_reexecution_resumes_the_first_attempts_file_even_if_the_source_change
     from mail_pipeline import home
     path = write_csv("email,name\na@x.com,A\nb@x.com,B\n")
     import_id, _ = runs.create_import(instance)
-    assert runs.execute_import(instance, import_id, build({"source": str(path), "lists": ["news"]})).success
+    assert execute(instance, import_id, build({"source": str(path), "lists": ["news"]})).success
     first = runs.document(instance, import_id)["stats"]
     path.write_text("email,name\nother@x.com,O\n")  # edited, then the import is re-executed
-    assert runs.execute_import(instance, import_id, build({"source": str(path), "lists": ["news"]})).success
+    assert execute(instance, import_id, build({"source": str(path), "lists": ["news"]})).success
     document = runs.document(instance, import_id)
     assert document["stats"] == first
     assert sum(document["stats"]["subscribers"].values()) == document["stats"]["number_of_records"] == 2
@@ -132,8 +138,8 @@ def test_the_launchpad_config_takes_every_seeds_options(instance):
     _, greenarrow = from_body(greenarrow_body)
     for fields in (mailrith, {**greenarrow, "lists": ["Default Mailing List"]}):
         import_id, _ = runs.create_import(instance)
-        result = runs.execute_import(instance, import_id, build(fields))
-        assert result.success, runs.failure_message(instance, result.run_id)
+        result = execute(instance, import_id, build(fields))
+        assert result.success, runs.failure_message(instance, instance.get_run_by_id(result.run_id))
     from mail_pipeline import home
     con = __import__("duckdb").connect(str(home.database_path()), read_only=True)
     assert con.execute("SELECT email, name, attributes, tags, email_format FROM subscribers"

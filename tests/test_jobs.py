@@ -48,6 +48,12 @@ def _wait_for_file(path, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
+def _files(root) -> dict:
+    """Every file of the home but the Dagster instance's, with its size and modification time."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file() and "dagster" not in p.relative_to(root).parts}
+
+
 def _store():
     return (query("SELECT email, name, status, attributes, tags FROM subscribers ORDER BY email"),
             query("SELECT email, list, status FROM subscriptions ORDER BY email, list"))
@@ -66,8 +72,19 @@ def test_a_killed_import_resumes_to_exactly_the_uninterrupted_result(mail_home, 
     _wait_for_batches(3, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    before = _files(mail_home)
     shown = json.loads(cli("imports", "show", "1", "--json", home=mail_home).stdout)
-    assert shown["state"] == "failed"  # its process is gone
+    assert shown["state"] == "failed"  # its process is gone, on this host
+    assert shown["error_message"].startswith("its process is gone (killed?); resume with:")
+    assert cli("imports", "--json", home=mail_home).returncode == 0
+    # Reading decided that, and wrote nothing: no file, and the run record still says STARTED.
+    assert _files(mail_home) == before
+    from service import jobs as runs
+    inst = runs.instance()
+    try:
+        assert runs.runs_of(inst, "1")[0].status.value == "STARTED"
+    finally:
+        inst.dispose()
     done_before = query("SELECT count(*) FROM import_batches")[0][0]
     assert 3 <= done_before < 100
     resumed = cli("imports", "resume", "1", "--json", home=mail_home)
@@ -132,27 +149,29 @@ def test_a_draft_takes_appended_rows_and_starts_on_request(mail_home, write_csv)
         assert refused.returncode == 2 and message in refused.stderr
 
 
-def test_a_scheduled_import_starts_when_its_time_comes(mail_home, write_csv, monkeypatch):
+def test_a_scheduled_import_starts_when_its_time_comes(mail_home, write_csv):
     import dagster as dg
 
-    from mail_pipeline import pending
+    from mail_pipeline import drafts
+    from mail_pipeline.options import build
     created = cli("import", str(write_csv("email\nann@example.com\n")), "--at", "2099-01-01 09:30",
                   "--list", "news", "--json", home=mail_home)
     assert created.returncode == 0, created.stderr
     document = json.loads(created.stdout)
     assert (document["state"], document["begins_at"]) == ("scheduled", "2099-01-01T09:30:00Z")
-    monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home()))
-    from service import jobs as runs
     from assets.definitions import defs
     from assets.sensors import scheduled_imports
+    from service import jobs as runs
     inst = runs.instance()
     try:
         assert scheduled_imports(dg.build_sensor_context(instance=inst)).run_requests == []
-        pending.schedule(home.import_dir("1"), pending.parse_when("2001-01-01"))  # its time came
+        options = build(runs.pending(inst, "1")["options"])
+        runs.hold(inst, "1", options, "scheduled", drafts.parse_when("2001-01-01"))  # its time came
         [request] = scheduled_imports(dg.build_sensor_context(instance=inst)).run_requests
+        assert request.tags["mail_pipeline/lists"] == "news"
         job = defs.resolve_job_def("import_job")
         assert job.execute_in_process(run_config=request.run_config, instance=inst,
-                                      partition_key=request.partition_key).success
+                                      partition_key=request.partition_key, tags=request.tags).success
         assert runs.document(inst, "1")["state"] == "finished"
         assert scheduled_imports(dg.build_sensor_context(instance=inst)).run_requests == []
     finally:
@@ -160,7 +179,7 @@ def test_a_scheduled_import_starts_when_its_time_comes(mail_home, write_csv, mon
 
 
 def test_ctrl_c_pauses_and_a_cancel_reaches_an_import_waiting_for_the_store(mail_home, tmp_path):
-    from mail_pipeline import store
+    import duckdb
     params = tmp_path / "slow.json"
     params.write_text(json.dumps({"lists": ["news"], "batch_size": 50}))
     proc = _start(mail_home, _big_csv(tmp_path / "big.csv"), "--params", params)
@@ -168,19 +187,64 @@ def test_ctrl_c_pauses_and_a_cancel_reaches_an_import_waiting_for_the_store(mail
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and json.loads(out)["state"] == "paused", err
-    # Cancelled while it waits behind another writer: it stops before merging anything.
-    with store.writer(home.database_path()):
+    # Cancelled while it waits for a process outside Dagster (a duckdb shell) holding the store:
+    # it says whom it waits for, and stops before merging anything.
+    holder = duckdb.connect(str(home.database_path()))
+    try:
         proc = _start(mail_home, _big_csv(tmp_path / "two.csv", 100), "--list", "other")
-        _wait_for_file(home.import_dir("2") / "waiting")
+        shown = _wait_for_state("2", "scheduled", mail_home, proc, key="waiting_for")
+        assert "to close the subscriber store" in shown["waiting_for"]
         assert cli("imports", "cancel", "2", home=mail_home).returncode == 0
+    finally:
+        holder.close()
     out, _ = proc.communicate(timeout=120)
     assert json.loads(out)["state"] == "cancelled"
     assert query("SELECT count(*) FROM subscriptions WHERE list = 'other'") == [(0,)]
 
 
+def _wait_for_state(import_id: str, state: str, mail_home, proc, timeout: float = 120,
+                    key: str = "state") -> dict:
+    """The import's document once its state is `state` (and it has `key`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shown = cli("imports", "show", import_id, "--json", home=mail_home)
+        document = json.loads(shown.stdout) if shown.returncode == 0 else {}
+        if document.get("state") == state and key in document:
+            return document
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError(f"import {import_id} never {state}: {shown.stdout} {shown.stderr}")
+
+
+def test_an_import_waits_as_scheduled_while_another_holds_the_store(mail_home, tmp_path):
+    """Two command-line imports at once: the second waits for the store's pool, saying who holds
+    it, and runs when the first is done; reading its state writes nothing."""
+    params = tmp_path / "slow.json"
+    params.write_text(json.dumps({"lists": ["news"], "batch_size": 100}))
+    first = _start(mail_home, _big_csv(tmp_path / "big.csv"), "--params", params)
+    _wait_for_batches(2, first)
+    second = _start(mail_home, _big_csv(tmp_path / "two.csv", 100), "--list", "other")
+    shown = _wait_for_state("2", "scheduled", mail_home, second, key="waiting_for")
+    assert shown["waiting_for"].startswith("import 1 (run ")
+    out, err = first.communicate(timeout=300)
+    assert json.loads(out)["state"] == "finished", err
+    out, err = second.communicate(timeout=300)
+    assert json.loads(out)["state"] == "finished", err
+    assert query("SELECT count(*) FROM subscriptions WHERE list = 'other'") == [(100,)]
+
+
 def test_a_scheduled_import_can_be_cancelled_before_it_starts(mail_home, write_csv):
-    cli("import", str(write_csv("email\nann@example.com\n")), "--at", "2099-01-01", home=mail_home)
+    import dagster as dg
+
+    from assets.sensors import scheduled_imports
+    from service import jobs as runs
+    cli("import", str(write_csv("email\nann@example.com\n")), "--at", "2099-01-02", home=mail_home)
     cancelled = cli("imports", "cancel", "1", "--json", home=mail_home)
     assert cancelled.returncode == 0 and json.loads(cancelled.stdout)["state"] == "cancelled"
-    from mail_pipeline import pending
-    assert not pending.due(home.import_dir("1"), pending.parse_when("2100-01-01"))
+    inst = runs.instance()
+    try:  # its time has come, and it does not start
+        record = runs.pending(inst, "1")
+        runs._set_pending(inst, "1", {**record, "begins_at": "2001-01-02T00:00:00Z"})
+        assert scheduled_imports(dg.build_sensor_context(instance=inst)).run_requests == []
+    finally:
+        inst.dispose()

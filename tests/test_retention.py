@@ -7,13 +7,12 @@ import pytest
 
 from mail_pipeline import home, retention
 from mail_pipeline.options import build
-from tests.helpers import cli
+from tests.helpers import cli, execute
 
 
 @pytest.fixture
 def instance(mail_home, monkeypatch):
     from service import jobs as runs
-    monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home()))  # undone after the test
     inst = runs.instance()  # the home's own instance, so the command line sees the same runs
     yield inst
     inst.dispose()
@@ -30,7 +29,7 @@ def test_the_retention_job_purges_finished_imports_and_keeps_their_documents(ins
     from assets.definitions import defs
     path = write_csv("email\nann@example.com\n")
     import_id, _ = runs.create_import(instance)
-    assert runs.execute_import(instance, import_id, build({"source": str(path), "lists": ["news"]})).success
+    assert execute(instance, import_id, build({"source": str(path), "lists": ["news"]})).success
     job = defs.resolve_job_def("retention_job")
     kept = job.execute_in_process(instance=instance, run_config={
         "ops": {"purge_old_imports": {"config": {"days": 7}}}})
