@@ -42,9 +42,9 @@ def query(sql: str, params=None) -> list[tuple]:
 
 
 def cli(*args, stdin=None, home=None) -> subprocess.CompletedProcess:
-    """`mail-pipeline ARGS` as a user runs it, on the given home."""
+    """`mail-pipeline ARGS` as a user runs it, on the given home (and the test's Dagster
+    instance: DAGSTER_HOME when a test sets it)."""
     env = dict(os.environ, MAIL_PIPELINE_HOME=str(home))
-    env.pop("DAGSTER_HOME", None)
     return subprocess.run([sys.executable, "-m", "service.cli", *args], input=stdin,
                           capture_output=True, text=True, env=env, timeout=300)
 

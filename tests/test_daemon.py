@@ -14,6 +14,8 @@ from dagster_graphql import DagsterGraphQLClient
 
 from tests.helpers import cli
 
+pytestmark = pytest.mark.usefixtures("backend")
+
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "samples", "subscribers.csv")
 
 
@@ -27,7 +29,6 @@ def _free_port() -> int:
 def ui(mail_home):
     port = _free_port()
     env = dict(os.environ, MAIL_PIPELINE_HOME=str(mail_home))
-    env.pop("DAGSTER_HOME", None)
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "ui", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -12,6 +12,9 @@ import pytest
 from mail_pipeline import home
 from tests.helpers import cli, query
 
+# Each test runs on the embedded instance and on a Postgres-backed one (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 def _big_csv(path, rows: int = 20000):
     lines = ["email,name"] + [f"user{i}@example.com,User {i}" for i in range(rows)]
@@ -21,7 +24,6 @@ def _big_csv(path, rows: int = 20000):
 
 def _start(mail_home, *args):
     env = dict(os.environ, MAIL_PIPELINE_HOME=str(mail_home))
-    env.pop("DAGSTER_HOME", None)
     return subprocess.Popen([sys.executable, "-m", "service.cli", "import", *map(str, args), "--json"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
