@@ -59,8 +59,12 @@ def postgres_instance(tmp_path, monkeypatch) -> Path:
                         ("DAGSTER_PG_PASSWORD", url.password or ""), ("DAGSTER_PG_DB", database)):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DAGSTER_HOME", str(folder))
+    # Its schema made once, before any process of the test: processes that create it together
+    # race (a deployment runs `dagster instance migrate` once, docs/deploy.md).
+    import dagster as dg
+    dg.DagsterInstance.get().dispose()
     yield folder
-    monkeypatch.delenv("DAGSTER_HOME")
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     admin.cursor().execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
     admin.close()
 
