@@ -169,13 +169,13 @@ def child_import(source: str, *lists: str) -> None:
     inst = runs.instance()
     started = time.perf_counter()
     import_id, _ = runs.create_import(inst)
-    result = runs.execute_import(inst, import_id, build({"source": source, "lists": list(lists)}))
+    run = runs.launch_import(inst, import_id, build({"source": source, "lists": list(lists)}), detach=False)
     document = runs.document(inst, import_id)
     seconds = time.perf_counter() - started
-    if not result.success:
+    if document["state"] != "finished":
         raise SystemExit(f"import {import_id} {document['state']}: {document['error_message']}")
     print(json.dumps({"seconds": seconds, "stats": document["stats"],
-                      "stages": stage_seconds(inst, result.run_id)}))
+                      "stages": stage_seconds(inst, run.run_id)}))
 
 
 def stage_seconds(inst, run_id: str) -> dict:

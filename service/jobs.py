@@ -46,6 +46,7 @@ _STATES = {
 # The console logger stays quiet: the terminal shows the service's progress, the UI the events.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 DIED = "its process is gone (killed?)"
+_CUT_SHORT = "was interrupted as it was being created, before its run existed: import the file again"
 _VALIDATING = (None, "raw_file", "validated_frame")
 
 
@@ -263,8 +264,7 @@ def document(inst: dg.DagsterInstance, import_id: str) -> dict:
             return import_document(
                 import_id, "failed", created_at=_iso(folder.path.stat().st_ctime) if folder.path.is_dir() else None,
                 begins_at=None, finished_at=None, run_id=None, folder=folder,
-                error_message="it was interrupted as it was being created, before its run existed: "
-                              "import the file again")
+                error_message=_CUT_SHORT)
         return import_document(import_id, record["state"], created_at=record["created_at"],
                                begins_at=record.get("begins_at"), finished_at=None, run_id=None,
                                folder=folder, requested=record["options"])
@@ -325,6 +325,8 @@ def resume(inst: dg.DagsterInstance, import_id: str) -> dg.DagsterRun:
     runs = runs_of(inst, import_id)
     if not runs:
         state = document(inst, import_id)["state"]
+        if state == "failed":
+            raise MailPipelineError(f"import {import_id} {_CUT_SHORT}")
         raise MailPipelineError(f"import {import_id} is {state}: only a paused or failed import resumes")
     run = runs[0]
     state, _ = state_of(inst, run)

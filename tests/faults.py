@@ -306,16 +306,12 @@ def stage_of(home: Path, import_id: str) -> dict:
     folder = home / "imports" / import_id
     if not folder.is_dir():
         return {"stage": "starting"}  # the import was not created yet
-    if not (folder / "requested.json").exists():
-        return {"stage": "created", "options_saved": False}  # its folder only
-    if not (folder / "run.json").exists():
-        return {"stage": "created"}   # created, its run not started
     if not (folder / "import.json").exists():
-        return {"stage": "staging"}
+        return {"stage": "created"}   # created; its run not started, or not done staging
     if not (folder / "validation.json").exists():
         return {"stage": "validating", "parts": len(list((folder / "valid").glob("part-*.parquet")))}
     progress = _read_json(folder / "progress.json")
-    if (folder / "waiting").exists():
+    if not progress and _says_waiting(folder):
         return {"stage": "waiting for the store"}
     if (folder / "stats.json").exists():
         return {"stage": "finishing"}  # logs written, the run being closed
@@ -601,8 +597,7 @@ time.sleep(3600)
 
 def _says_waiting(folder: Path) -> bool:
     log = folder / "logs" / "log.txt"
-    return (folder / "waiting").exists() or (
-        log.exists() and "waiting for" in log.read_text(encoding="utf-8"))
+    return log.exists() and "waiting for" in log.read_text(encoding="utf-8")
 
 
 def lock_held(workdir, rows: int = 30_000, seed: int = 7, base_rows: Optional[int] = None,
