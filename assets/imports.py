@@ -42,6 +42,7 @@ def reported(context: dg.AssetExecutionContext, stoppable: bool = True):
         yield
     except MailPipelineError as exc:
         _log_error(import_id, str(exc))
+        context.log.error(str(exc))  # the sentence itself in the run's log, not only the Failure
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     except Exception as exc:
         # A full disk is the user's to mend, not a bug: one sentence, and how to carry on.
@@ -49,6 +50,7 @@ def reported(context: dg.AssetExecutionContext, stoppable: bool = True):
             raise
         message = disk_full_message(home.home(), import_id)
         _log_error(import_id, message)
+        context.log.error(message)
         raise dg.Failure(description=message, allow_retries=False) from None
 
 

@@ -9,6 +9,7 @@ import dagster as dg
 
 from assets.names import POOL
 from mail_pipeline import home
+from mail_pipeline.errors import MailPipelineError
 
 EMBEDDED_YAML = """\
 # Written by mail-pipeline for its embedded instance (a deployer's own instance, named by
@@ -62,7 +63,16 @@ def dagster_home() -> Path:
 
 def instance() -> dg.DagsterInstance:
     """The Dagster instance. Opening its storage costs about a second: callers open it once and
-    pass it on. The store's pool is registered with its limit of 1 when the instance has none."""
+    pass it on. The store's pool is registered with its limit of 1 when the instance has none.
+    A broken instance (a bad dagster.yaml, a database out of reach) is said in one sentence."""
+    try:
+        return _open()
+    except Exception as exc:
+        first = next((line for line in str(exc).strip().splitlines() if line.strip()), type(exc).__name__)
+        raise MailPipelineError(f"the Dagster instance in {dagster_home()} cannot be opened: {first}") from None
+
+
+def _open() -> dg.DagsterInstance:
     path = dagster_home()
     if deployed():
         inst = dg.DagsterInstance.get()

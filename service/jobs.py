@@ -244,11 +244,19 @@ def failure_message(inst: dg.DagsterInstance, run: dg.DagsterRun) -> Optional[st
             # The first line says what went wrong; later ones may be context or a caret line.
             lines = [line for line in error.message.strip().splitlines() if line.strip(" ^")]
             return lines[0] if lines else error.message.strip()
+    # No step failed: the run itself did (its worker died, run monitoring gave up on it). Dagster's
+    # engine event says why; its run failure only that it was failed from outside.
+    resume = f"; resume with: mail-pipeline imports resume {run.tags.get(Tags.PARTITION)}"
+    for record in reversed(inst.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records):
+        message = (record.event_log_entry.dagster_event.message or "").strip()
+        if any(word in message for word in ("unexpectedly exited", "timed out", "worker")):
+            return message.splitlines()[0] + resume
     for record in inst.get_records_for_run(
             run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records:
-        message = record.event_log_entry.dagster_event.message or ""
-        if message.strip():
-            return message.strip().splitlines()[0]
+        message = (record.event_log_entry.dagster_event.message or "").strip()
+        if message:
+            return message.splitlines()[0] + resume
     return None
 
 

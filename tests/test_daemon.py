@@ -117,3 +117,24 @@ def test_terminating_a_run_from_the_ui_cancels_the_import_and_keeps_the_store_wh
     [(batches, subscribers)] = query("SELECT (SELECT count(*) FROM import_batches),"
                                      " (SELECT count(*) FROM subscribers)")
     assert 0 < batches < 400 and subscribers == batches * 50
+
+
+def test_an_import_started_from_the_launchpad_gets_its_own_id(ui, mail_home):
+    """`new_import` in the launchpad: options only, no import id to invent; a config with no
+    source is refused before it launches."""
+    from dagster_graphql import DagsterGraphQLClientError
+    with pytest.raises(DagsterGraphQLClientError) as refused:
+        ui.submit_job_execution("new_import", run_config={"ops": {"queue_import": {"config": {"lists": ["ui"]}}}})
+    assert "source" in str(refused.value)
+    run_id = ui.submit_job_execution("new_import", run_config={
+        "ops": {"queue_import": {"config": {"source": os.path.abspath(SAMPLE), "lists": ["ui"]}}}})
+    _until_success(ui, run_id)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        listing = json.loads(cli("imports", "--scope", "all", "--json", home=mail_home).stdout)
+        if listing["data"] and listing["data"][0]["state"] == "finished":
+            break
+        time.sleep(2)
+    [document] = listing["data"]
+    assert document["state"] == "finished" and document["lists"] == ["ui"]
+    assert document["stats"]["subscribers"]["added"] == 4
