@@ -250,8 +250,10 @@ def failure_message(inst: dg.DagsterInstance, run: dg.DagsterRun) -> Optional[st
     for record in reversed(inst.get_records_for_run(
             run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records):
         message = (record.event_log_entry.dagster_event.message or "").strip()
-        if any(word in message for word in ("unexpectedly exited", "timed out", "worker")):
-            return message.splitlines()[0] + resume
+        if any(word in message for word in ("unexpectedly exited", "terminated by signal",
+                                             "timed out", "worker status")):
+            first = message.splitlines()[0].removeprefix("[DagsterApiServer] ")
+            return first.split(". ")[0] + resume
     for record in inst.get_records_for_run(
             run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records:
         message = (record.event_log_entry.dagster_event.message or "").strip()
