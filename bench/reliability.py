@@ -234,17 +234,23 @@ def render(figures: dict) -> str:
         out.append("")
     if loaded:
         runs, sampler = loaded.get("runs", {}), loaded.get("lock_sampler", {})
+        writers = loaded.get("writers", {})
         out += ["## Load", "",
                 f"`mail-pipeline ui` (webserver and daemon) on a fresh home; {loaded['imports']} files "
                 f"of {loaded['rows_per_import']:,} rows (overlapping emails, different lists and "
                 "options, so their order matters) queued at once with `import --detach`, and "
                 f"{loaded['exports']} exports run while they drain. Then the same files are imported "
-                "one by one, in queue order, into a second home, and the two stores compared (every "
-                "table; clock times replaced by the batch that wrote them).", "",
+                "one by one, in the order their merges took the store, into a second home, and the "
+                "two stores compared (every table; clock times replaced by the batch that wrote "
+                "them).", "",
                 "| measure | value |", "|---|---|",
                 f"| imports finished | {loaded['finished']} of {loaded['imports']} |",
-                f"| most runs at once (run records) | {runs.get('max_concurrent_daemon_runs')} |",
-                f"| most holders of the store's locks (/proc/locks, {sampler.get('samples', 0):,} "
+                f"| most import runs in progress at once (run records) | {runs.get('max_import_runs_at_once')} |",
+                f"| most store-writing steps at once (event log, {writers.get('windows', 0)} steps) "
+                f"| {writers.get('max_concurrent')} |",
+                f"| merges in queue order | {_yes(loaded.get('merge_order_is_queue_order'))} "
+                "(not required) |",
+                f"| most holders of DuckDB's lock on the store (/proc/locks, {sampler.get('samples', 0):,} "
                 f"samples) | {max(sampler.get('max_holders', {}).values(), default='none seen')} |",
                 f"| lock errors in logs and output | {loaded['lock_errors']} |",
                 f"| exports that match the store as it stood between two imports | {loaded['exports_ok']} "

@@ -6,29 +6,40 @@ meanwhile, then the same files imported one by one; the two stores must be ident
 `queued_load(workdir, ...)` does the whole run and returns a dict of figures; the test in
 tests/test_load.py runs a small one. No pytest here: the module is the long run's command too.
 
+The store's pool (`mail_pipeline_store`, granularity `op`, limit 1) holds only the steps that
+write the store, so several import runs are in progress at once, by design: their staging and
+validation overlap, their merges take the store one at a time, in the order their `subscribers`
+steps got the slot (the merge order: usually, not necessarily, the queue order).
+
 What it does:
 1. Writes `imports` different CSV files. Their emails overlap (a sliding window over one pool
    of addresses, plus some picked from anywhere) and their values differ (name, status,
    attributes), and their options differ (lists, overwrite, blocklist mode, subscription status,
    tags, subscribe_unsubscribed, unsubscribe_others, batch size), so the final store depends on
-   the order the imports run in.
+   the order the imports merge in.
 2. Starts `mail-pipeline ui` (webserver + daemon) on a fresh home and queues every import at
    once (`import FILE --detach --json`, all processes started together; optionally the first
-   few before the UI starts). The queue order is the order the daemon dequeues in: the runs'
-   storage order in the instance.
+   few before the UI starts). The queue order is the runs' storage order in the instance.
 3. While the imports run, runs `exports` exports (`export --out`) through the command line, and
-   samples /proc/locks for the processes holding the store's writer lock and DuckDB's own lock.
+   samples /proc/locks for the processes holding DuckDB's lock on the store file.
 4. Waits until every import is finished, then checks: all finished; no lock error in any
-   import's log, any run's event log, the commands' stderr or the UI's output; no two
-   daemon-launched runs' execution intervals overlap (run records' start and end), and runs
-   started in queue order; every export finished and holds exactly the subscribers of the store
-   as it was between two imports (compared with the replay below).
-5. In a second fresh home, imports the same files one by one in the queue order (foreground
-   `import FILE --json`; after the daemon's run, or alongside it), noting the store after
-   each, and compares the final stores table by table. Timestamps written from the clock are
+   import's log, any run's event log, the commands' stderr or the UI's output; one writer at a
+   time: in the instance's event log, no two windows (STEP_START, or STEP_RESTARTED, to the
+   step's end) of the steps that write the store (`subscribers`, `store_integrity`,
+   `subscriber_export`, `export_<name>`) overlap, across all runs, and every import run has its
+   `subscribers` window; at most one holder of DuckDB's file lock at any sample; every export
+   finished and holds exactly the subscribers of the store as it was between two consecutive
+   imports in the merge order (compared with the replay below). Whether the merge order was the
+   queue order, and the most import runs in progress at once, are figures, not checks.
+5. In a second fresh home, imports the same files one by one in the merge order (the order of
+   the `subscribers` steps' first STEP_START; foreground `import FILE --json`), noting the store
+   after each, and compares the final stores table by table, and each import's stats. The replay
+   runs after the daemon's run or alongside it; alongside, an import is handed to the replayer
+   only once its place in the merge order is settled (see `_MergeOrder`), and the order replayed
+   is checked against the final merge order all the same. Timestamps written from the clock are
    compared through the batch that wrote them: each such value equals its batch's
    `import_batches.committed_at` (or the step's in `import_steps`), so it is replaced by
-   (queue position, batch) in both stores; import ids become queue positions too. Nothing else
+   (merge position, batch) in both stores; import ids become merge positions too. Nothing else
    is left out.
 """
 import argparse
@@ -44,6 +55,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Optional
 
 import duckdb
@@ -52,6 +64,11 @@ LOCK_ERROR = re.compile(r"could not set lock|conflicting lock|database is locked
                         r"lock (?:error|timeout)|\block\b", re.IGNORECASE)
 LISTS = ["news", "promo", "vip", "weekly"]
 DOMAINS = ["example.com", "mail.example.org", "corp.example.net", "example.co.uk"]
+# The steps that write the store, all in its pool (assets/imports.py, assets/exports.py): the
+# merge, the store check, a one-off export, a named export. Named here rather than read from the
+# runs' plans, so that a step dropped from the pool by mistake shows as an overlap.
+MERGE_STEP = "subscribers"
+WRITER_STEP = re.compile(r"subscribers|store_integrity|subscriber_export|export_\w+")
 
 
 def _say(text: str) -> None:
@@ -181,13 +198,12 @@ class UI:
 
 
 class LockSampler(threading.Thread):
-    """Samples /proc/locks: how many processes hold the store's writer lock (flock) and DuckDB's
-    own lock on the store file at once. Waiters (lines with '->') do not count."""
+    """Samples /proc/locks: how many processes hold DuckDB's own lock on the store file at once.
+    Waiters (lines with '->') do not count."""
 
     def __init__(self, database: Path, interval: float = 0.02):
         super().__init__(daemon=True)
-        self.paths = {"writer_lock": database.with_name(database.name + ".writer.lock"),
-                      "duckdb_file": database}
+        self.paths = {"duckdb_file": database}
         self.interval = interval
         self.max_holders = {name: 0 for name in self.paths}
         self.samples = 0
@@ -270,6 +286,98 @@ def _overlaps(intervals: list[tuple[float, float, str]]) -> tuple[int, list[str]
     return most, pairs
 
 
+def _step_windows(inst, records) -> list[dict]:
+    """Every step's windows in the runs' event logs: from STEP_START (STEP_RESTARTED for a retry)
+    to the step's next end. A window never closed (a worker that died) ends now, so that it
+    overlaps whatever wrote after it."""
+    import dagster as dg
+    T = dg.DagsterEventType
+    starts, ends = {T.STEP_START, T.STEP_RESTARTED}, {T.STEP_SUCCESS, T.STEP_FAILURE, T.STEP_UP_FOR_RETRY}
+    windows, now = [], time.time()
+    for record in records:
+        run = record.dagster_run
+        label = f"{run.job_name}:{_partition(record) or run.run_id[:8]}"
+        opened: dict[str, float] = {}
+
+        def window(step: str, start: float, end: float) -> dict:
+            clock = time.strftime("%H:%M:%S", time.localtime(start)) + f".{int(start * 1000) % 1000:03d}"
+            return {"run_id": run.run_id, "step": step, "start": start, "end": end,
+                    "name": f"{label}/{step}@{clock}"}  # (unique: it names an overlap)
+
+        for r in inst.get_records_for_run(run.run_id, of_type=starts | ends).records:
+            entry = r.event_log_entry
+            if entry.dagster_event_type in starts:
+                opened[entry.step_key] = entry.timestamp
+            elif entry.step_key in opened:
+                windows.append(window(entry.step_key, opened.pop(entry.step_key), entry.timestamp))
+        windows += [window(step, start, now) for step, start in opened.items()]
+    return windows
+
+
+def _writers(windows: list[dict], import_run_ids: list[str]) -> dict:
+    """One writer at a time: the windows of the steps that write the store, across all runs, and
+    whether every import run has its merge among them (a check that saw no merge proves nothing)."""
+    writing = [w for w in windows if WRITER_STEP.fullmatch(w["step"])]
+    most, pairs = _overlaps([(w["start"], w["end"], w["name"]) for w in writing])
+    merged = {w["run_id"] for w in writing if w["step"] == MERGE_STEP}
+    return {"windows": len(writing), "max_concurrent": most, "overlapping": pairs[:10],
+            "overlapping_pairs": len(pairs), "step_keys": sorted({w["step"] for w in writing}),
+            "other_step_keys": sorted({w["step"] for w in windows} - {w["step"] for w in writing}),
+            "import_runs_without_merge": [r[:8] for r in import_run_ids if r not in merged]}
+
+
+def _merge_order(windows: list[dict], order: list[dict]) -> list[dict]:
+    """The imports in the order their merges took the store: their `subscribers` step's first
+    start. An import whose merge never started comes last, in queue order (sorted is stable)."""
+    first: dict[str, float] = {}
+    for w in windows:
+        if w["step"] == MERGE_STEP:
+            first[w["run_id"]] = min(w["start"], first.get(w["run_id"], w["start"]))
+    return sorted(order, key=lambda q: first.get(q["run_id"], float("inf")))
+
+
+def _merge_start(inst, run_id: str) -> Optional[float]:
+    """When the run's merge (its `subscribers` step) first started; None before it has."""
+    import dagster as dg
+    records = inst.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
+    return min((r.event_log_entry.timestamp for r in records
+                if r.event_log_entry.step_key == MERGE_STEP), default=None)
+
+
+class _MergeOrder:
+    """The merge order learnt while the imports run, for a replay alongside. Each run's event log
+    is read on its own, so one scan may see a merge and miss an earlier one that started between
+    two reads. But the pool starts a merge only after the writer before it ended, so after the
+    earlier merge's STEP_START was written: a scan that begins after a merge was seen finds every
+    merge that started before it. `settled()` hands out only those, in order. (If the pool failed
+    that, the replay's order differs from the final merge order, and that is checked.)"""
+
+    def __init__(self, inst, order: list[dict]):
+        self.inst, self.unseen = inst, list(order)
+        self.seen: dict[str, tuple[float, dict]] = {}  # run id → (merge start, import)
+        self.handed: set[str] = set()
+
+    def settled(self) -> list[dict]:
+        """One scan; the imports whose place is newly settled, in merge order."""
+        horizon = max((t for t, _ in self.seen.values()), default=float("-inf"))
+        for q in list(self.unseen):
+            started = _merge_start(self.inst, q["run_id"])
+            if started is not None:
+                self.seen[q["run_id"]] = (started, q)
+                self.unseen.remove(q)
+        ready = sorted((t, n, q) for n, (t, q) in enumerate(self.seen.values())
+                       if t <= horizon and q["run_id"] not in self.handed)
+        return self._hand([q for _, _, q in ready])
+
+    def rest(self, merge_order: list[dict]) -> list[dict]:
+        """Once every run ended: the imports not handed out yet, in the final merge order."""
+        return self._hand([q for q in merge_order if q["run_id"] not in self.handed])
+
+    def _hand(self, imports: list[dict]) -> list[dict]:
+        self.handed.update(q["run_id"] for q in imports)
+        return imports
+
+
 # --- the stores ----------------------------------------------------------------------------------------
 
 _DIGEST = ("SELECT count(*), md5(coalesce(string_agg(email || '|' || status || '|' || "
@@ -297,7 +405,7 @@ def export_digest(path: Path, fmt: str) -> tuple[int, str]:
 
 
 def compare_stores(a: Path, b: Path, order_a: dict[str, int], order_b: dict[str, int]) -> dict:
-    """Table by table, the rows of store `a` and store `b`, import ids replaced by queue positions
+    """Table by table, the rows of store `a` and store `b`, import ids replaced by merge positions
     (`order_*`: import id → position) and clock timestamps by the batch that wrote them."""
     con = duckdb.connect()
     try:
@@ -364,28 +472,41 @@ def compare_stores(a: Path, b: Path, order_a: dict[str, int], order_b: dict[str,
 # --- the run ---------------------------------------------------------------------------------------------
 
 class _Replay(threading.Thread):
-    """The files imported one by one in the queue order (foreground `import FILE --json`) on a
-    second home, noting the store's subscribers before and after each."""
+    """The files imported one by one (foreground `import FILE --json`) on a second home, in the
+    order they are handed in (`feed`, then `close`), noting the store's subscribers before and
+    after each. `seconds` counts the imports, not the waits for the next one to be handed in."""
 
-    def __init__(self, home: Path, order: list[dict], hits: list[str]):
+    def __init__(self, home: Path, hits: list[str]):
         super().__init__(daemon=True)
-        self.home, self.order, self.hits = home, order, hits
+        self.home, self.hits = home, hits
+        self.todo: SimpleQueue = SimpleQueue()
+        self.order: list[dict] = []  # the imports replayed, in the order replayed
         self.prefixes: list[tuple[int, str]] = []
         self.documents: list[dict] = []
         self.seconds = 0.0
 
+    def feed(self, imports: list[dict]) -> None:
+        for q in imports:
+            self.todo.put(q)
+
+    def close(self) -> None:
+        self.todo.put(None)
+
     def run(self) -> None:
-        started = time.monotonic()
         self.prefixes.append(store_digest(self.home / "subscribers.duckdb"))
-        for n, q in enumerate(self.order):
+        while (q := self.todo.get()) is not None:
+            started, n = time.monotonic(), len(self.order)
+            self.order.append(q)
             proc = _cli(self.home, "import", q["file"], *q["args"], "--json")
             out, err = proc.communicate(timeout=900)
             _scan(err, f"serial import {n} stderr", self.hits)
             self.documents.append(json.loads(out) if out.strip() else {"state": "no output"})
             self.prefixes.append(store_digest(self.home / "subscribers.duckdb"))
-            if n % 5 == 4 or n == len(self.order) - 1:
-                _say(f"serial replay: {n + 1}/{len(self.order)}")
-        self.seconds = round(time.monotonic() - started, 1)
+            self.seconds += time.monotonic() - started
+            if n % 5 == 4:
+                _say(f"serial replay: {n + 1} imported")
+        self.seconds = round(self.seconds, 1)
+        _say(f"serial replay: {len(self.order)} imported in {self.seconds} s")
 
 
 def _export_format(j: int) -> str:
@@ -399,9 +520,11 @@ def queued_load(workdir, imports: int = 20, rows: int = 300, exports: int = 2, s
     `queued_before_ui` imports are queued before the UI (and its daemon) starts, as when a user
     queues imports and starts `mail-pipeline ui` later; the rest are queued at once with the
     daemon running. `replay_alongside` runs the one-by-one replay on the second home while the
-    daemon works through the queue (the order is known once every import is queued): quicker,
-    but the two share the machine, so the timings are not the load's alone. A failed check
-    raises nothing: `ok` and the figures say what held."""
+    daemon works: each import is handed to the replayer once its place in the merge order is
+    settled (`_MergeOrder`), the rest once every run ended. Quicker, but the two share the
+    machine, so the timings are not the load's alone. Without it, the replay starts once every
+    run ended, from the final merge order. A failed check raises nothing: `ok` and the figures
+    say what held."""
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     daemon_home, serial_home = workdir / "daemon-home", workdir / "serial-home"
@@ -420,6 +543,7 @@ def queued_load(workdir, imports: int = 20, rows: int = 300, exports: int = 2, s
     hits: list[str] = []
     queued: list[dict] = []
     replayer: Optional[_Replay] = None
+    learner: Optional[_MergeOrder] = None
 
     def queue(batch: list[dict]) -> None:  # all of the batch's commands at once
         procs = [_cli(daemon_home, "import", spec["file"], *spec["args"], "--detach", "--json")
@@ -463,7 +587,7 @@ def queued_load(workdir, imports: int = 20, rows: int = 300, exports: int = 2, s
             order = [by_run[r.dagster_run.run_id] for r in records]  # the queue order
             assert len(order) == imports, "a queued import has no run"
             if replay_alongside:
-                replayer = _Replay(serial_home, order, hits)
+                learner, replayer = _MergeOrder(inst, order), _Replay(serial_home, hits)
                 replayer.start()
 
             # Exports while the imports run: export j starts once enough imports have started.
@@ -487,6 +611,8 @@ def queued_load(workdir, imports: int = 20, rows: int = 300, exports: int = 2, s
                                             daemon_home, "export", "--format", _export_format(j),
                                             "--out", str(out), "--json")})
                     _say(f"export {j} ({_export_format(j)}) started with {started} imports started")
+                if learner is not None:
+                    replayer.feed(learner.settled())
                 said = f"{started} started, {len(finished)} finished of {imports}"
                 if said != last_said:
                     _say(said)
@@ -504,26 +630,32 @@ def queued_load(workdir, imports: int = 20, rows: int = 300, exports: int = 2, s
             figures["seconds_total_daemon"] = round(time.monotonic() - t_queue, 1)
             _say(f"imports done in {figures['seconds_imports']} s; exports done")
 
-            # The runs: every daemon-launched run (imports, named exports) one at a time.
+            # One writer at a time: the steps that wrote the store, across all runs (the daemon's
+            # and the export commands'), from the event log; and the order the merges took it in.
             time.sleep(2)  # named-export runs the automation sensor may add at the end
             all_records = _runs(inst)
             import_records = [r for r in all_records if r.dagster_run.job_name == "import_job"]
-            queued_ids = [q["run_id"] for q in order]
+            windows = _step_windows(inst, all_records)
+            figures["writers"] = _writers(windows, [q["run_id"] for q in order])
+            merge_order = _merge_order(windows, order)
+            positions = {q["run_id"]: n for n, q in enumerate(order)}
+            figures["merge_order_queue_positions"] = [positions[q["run_id"]] for q in merge_order]
+            figures["merge_order_is_queue_order"] = merge_order == order  # (not a check: see the docstring)
+            if learner is not None:
+                replayer.feed(learner.rest(merge_order))
+                replayer.close()
+
+            # The runs: several imports in progress at once is the design; how many is a figure.
             cli_export_records = [r for r in all_records if r.dagster_run.job_name == "export_job"]
             daemon_records = [r for r in all_records if r.dagster_run.job_name != "export_job"]
-            intervals = [(r.start_time, r.end_time or time.time(),
-                          f"{r.dagster_run.job_name}:{_partition(r) or r.dagster_run.run_id[:8]}")
-                         for r in daemon_records if r.start_time]
-            most, pairs = _overlaps(intervals)
-            start_order = [r.dagster_run.run_id for r in
-                           sorted(import_records, key=lambda r: r.start_time or float("inf"))]
+            most_imports, _ = _overlaps([(r.start_time, r.end_time or time.time(), r.dagster_run.run_id)
+                                         for r in import_records if r.start_time])
             figures["runs"] = {
                 "import_runs": len(import_records),
                 "other_daemon_runs": sorted({r.dagster_run.job_name for r in daemon_records
                                              if r.dagster_run.job_name != "import_job"}),
                 "other_daemon_run_count": len(daemon_records) - len(import_records),
-                "max_concurrent_daemon_runs": most, "overlapping_runs": pairs[:10],
-                "started_in_queue_order": start_order == queued_ids,
+                "max_import_runs_at_once": most_imports,
                 "import_seconds_each": _spread([r.end_time - r.start_time for r in import_records
                                                 if r.start_time and r.end_time]),
                 "cli_exports_overlapping_import_runs": sum(
@@ -560,15 +692,19 @@ def queued_load(workdir, imports: int = 20, rows: int = 300, exports: int = 2, s
             _scan(log.read_text(errors="replace"), f"import {q['id']} log", hits)
 
     if replayer is None:
-        replayer = _Replay(serial_home, order, hits)
+        replayer = _Replay(serial_home, hits)
+        replayer.feed(merge_order)
+        replayer.close()
         replayer.run()
     else:
         replayer.join()
     prefixes, serial_documents = replayer.prefixes, replayer.documents
+    figures["replayed_in_merge_order"] = ([q["id"] for q in replayer.order]
+                                          == [q["id"] for q in merge_order])
     figures["seconds_serial"] = replayer.seconds
     figures["serial_finished"] = sum(d["state"] == "finished" for d in serial_documents)
 
-    # Each export holds the store as it was between two imports.
+    # Each export holds the store as it was between two imports (consecutive in the merge order).
     figures["exports_ok"] = 0
     figures["export_details"] = []
     for export in exports_run:
@@ -586,24 +722,27 @@ def queued_load(workdir, imports: int = 20, rows: int = 300, exports: int = 2, s
         figures["export_details"].append(detail)
 
     # Per import: the same categories in both homes.
-    stats_equal = [documents[q["id"]]["stats"] == d.get("stats") for q, d in zip(order, serial_documents)]
+    stats_equal = [documents[q["id"]]["stats"] == d.get("stats")
+                   for q, d in zip(replayer.order, serial_documents)]
     figures["stats_equal"] = sum(stats_equal)
     figures["subscribers"] = prefixes[-1][0]
     comparison = compare_stores(daemon_home / "subscribers.duckdb", serial_home / "subscribers.duckdb",
-                                {q["id"]: n for n, q in enumerate(order)},
+                                {q["id"]: n for n, q in enumerate(merge_order)},
                                 {d["id"]: n for n, d in enumerate(serial_documents) if "id" in d})
     figures["comparison"] = comparison
     figures["identical"] = comparison["identical"]
     figures["lock_errors"] = len(hits)
     figures["lock_error_lines"] = hits[:20]
-    figures["max_concurrent_writers"] = max(figures["runs"]["max_concurrent_daemon_runs"],
-                                            figures["lock_sampler"].get("max_holders", {}).get("writer_lock", 0))
+    writers = figures["writers"]
+    figures["max_concurrent_writers"] = max(writers["max_concurrent"],
+                                            figures["lock_sampler"].get("max_holders", {}).get("duckdb_file", 0))
     figures["ok"] = bool(
         figures["finished"] == imports and not figures["timed_out"] and figures["identical"]
-        and figures["lock_errors"] == 0 and figures["runs"]["max_concurrent_daemon_runs"] <= 1
+        and figures["lock_errors"] == 0 and writers["max_concurrent"] <= 1
+        and not writers["import_runs_without_merge"]
         and figures["lock_sampler"].get("samples", 0) > 0  # (a sampler that saw nothing proves nothing)
         and all(v <= 1 for v in figures["lock_sampler"].get("max_holders", {}).values())
-        and figures["runs"]["started_in_queue_order"] and figures["exports_ok"] == exports
+        and figures["replayed_in_merge_order"] and figures["exports_ok"] == exports
         and figures["serial_finished"] == imports and figures["stats_equal"] == imports)
     figures["seconds_total"] = round(time.monotonic() - t0, 1)
     _say(f"done in {figures['seconds_total']} s: ok={figures['ok']}")
