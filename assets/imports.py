@@ -2,6 +2,8 @@
 from contextlib import contextmanager
 
 import dagster as dg
+import duckdb
+from dagster._core.errors import DagsterExecutionInterruptedError
 
 from assets.config import ImportConfig
 from assets.names import IMPORT_JOB, POOL, Tags
@@ -14,10 +16,18 @@ from mail_pipeline.options import build
 
 
 def _requested(context: dg.AssetExecutionContext) -> control.Requested:
-    """A pause or cancel asked for through the run's tag (`imports pause`, Ctrl-C)."""
+    """A pause or cancel asked for through the run's tag (`imports pause`, Ctrl-C), or a
+    termination from the UI (the run CANCELING, or marked CANCELED at once): noted on the run
+    as a cancel, since a run that no launcher started is not interrupted by Dagster itself."""
     def ask():
         run = context.instance.get_run_by_id(context.run.run_id)
-        return (run.tags.get(Tags.REQUEST) or None) if run else None
+        if run is None:
+            return None
+        if run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED):
+            if run.tags.get(Tags.REQUEST) not in ("pause", "cancel"):
+                context.instance.add_run_tags(run.run_id, {Tags.REQUEST: "cancel"})
+            return run.tags.get(Tags.REQUEST) or "cancel"
+        return run.tags.get(Tags.REQUEST) or None
     return ask
 
 
@@ -37,13 +47,24 @@ def reported(context: dg.AssetExecutionContext, stoppable: bool = True):
     asked for in the meantime."""
     import_id = context.partition_key
     try:
-        if stoppable:
-            control.check(_requested(context), import_id)
-        yield
+        try:
+            if stoppable:
+                control.check(_requested(context), import_id)
+            yield
+        except (DagsterExecutionInterruptedError, KeyboardInterrupt, duckdb.InterruptException,
+                RuntimeError) as exc:
+            # Interrupted mid-batch, which rolled back: by Ctrl-C on the command line, a pause;
+            # by a termination from the UI (the run is CANCELING), a cancel. DuckDB reports an
+            # interrupt that reached it through an Arrow stream as RuntimeError("Query interrupted").
+            if isinstance(exc, RuntimeError) and str(exc) != "Query interrupted":
+                raise
+            raise _interrupted(context) from None
     except MailPipelineError as exc:
         _log_error(import_id, str(exc))
         context.log.error(str(exc))  # the sentence itself in the run's log, not only the Failure
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+        # A stop says which request it honoured, so a failure after a request is told from it.
+        stopped = {Tags.REQUEST: exc.request} if isinstance(exc, control.Stopped) else {}
+        raise dg.Failure(description=str(exc), allow_retries=False, metadata=stopped) from None
     except Exception as exc:
         # A full disk is the user's to mend, not a bug: one sentence, and how to carry on.
         if not disk_full(exc, home.home()):
@@ -52,6 +73,18 @@ def reported(context: dg.AssetExecutionContext, stoppable: bool = True):
         _log_error(import_id, message)
         context.log.error(message)
         raise dg.Failure(description=message, allow_retries=False) from None
+
+
+def _interrupted(context: dg.AssetExecutionContext) -> control.Stopped:
+    run = context.instance.get_run_by_id(context.run.run_id)
+    terminated = run is not None and run.status in (dg.DagsterRunStatus.CANCELING,
+                                                    dg.DagsterRunStatus.CANCELED)
+    what = (run.tags.get(Tags.REQUEST) if run else None) or ("cancel" if terminated else "pause")
+    context.instance.add_run_tags(context.run.run_id, {Tags.REQUEST: what})
+    if what == "cancel":
+        return control.Stopped("cancelled on request", what)
+    return control.Stopped(f"paused on request; resume with: mail-pipeline imports resume "
+                           f"{context.partition_key}", what)
 
 
 def _log_error(import_id: str, message: str) -> None:
@@ -131,9 +164,16 @@ def subscribers(context: dg.AssetExecutionContext, store: StoreResource) -> dg.M
                                          "once per list.")],
     pool=POOL)
 def store_integrity(store: StoreResource):
-    """The store's invariants, after every import (and on demand from the UI)."""
-    with subscriber_store.writer(store.path()) as con:
-        found = subscriber_store.integrity(con)
+    """The store's invariants, after every import (and on demand from the UI). A store that
+    cannot be read now (held too long by another process) fails the checks, not the import."""
+    try:
+        with subscriber_store.writer(store.path()) as con:
+            found = subscriber_store.integrity(con)
+    except MailPipelineError as exc:
+        for name in ("emails_unique", "no_subscription_without_subscriber"):
+            yield dg.AssetCheckResult(check_name=name, asset_key=subscribers.key, passed=False,
+                                      metadata={"error": str(exc)})
+        return
     yield dg.AssetCheckResult(check_name="emails_unique", asset_key=subscribers.key,
                               passed=found["duplicate_emails"] == 0,
                               metadata={"duplicate_emails": found["duplicate_emails"]})

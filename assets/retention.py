@@ -3,6 +3,7 @@ finished more than `days` ago (7 by default), and their partitions."""
 from datetime import datetime, timezone
 
 import dagster as dg
+from pydantic import Field
 
 from assets.names import IMPORT_JOB, Tags
 from assets.partitions import imports_partitions
@@ -11,7 +12,9 @@ from mail_pipeline.layout import Folder
 
 
 class RetentionConfig(dg.Config):
-    days: int = retention.DEFAULT_DAYS  # purge imports finished more than this many days ago
+    days: int = Field(retention.DEFAULT_DAYS,
+                      description="Purge the logs and working files of imports finished more than "
+                                  "this many days ago.")
 
 
 def _finished_at(instance: dg.DagsterInstance, import_id: str):

@@ -9,20 +9,22 @@ from typing import Callable, Optional
 
 from mail_pipeline.errors import MailPipelineError
 
-REQUESTS = ("pause", "cancel")
-
 # What a stage asks between batches: "pause", "cancel" or None.
 Requested = Callable[[], Optional[str]]
 
 
 class Stopped(MailPipelineError):
-    """The run stopped on a pause or cancel request."""
+    """The run stopped on a pause or cancel request (`request` says which)."""
+
+    def __init__(self, message: str, request: str):
+        super().__init__(message)
+        self.request = request
 
 
 def check(requested: Optional[Requested], import_id: str) -> None:
     """Stop here if a pause or a cancel was asked for."""
     what = requested() if requested else None
     if what == "pause":
-        raise Stopped(f"paused on request; resume with: mail-pipeline imports resume {import_id}")
+        raise Stopped(f"paused on request; resume with: mail-pipeline imports resume {import_id}", what)
     if what == "cancel":
-        raise Stopped("cancelled on request")
+        raise Stopped("cancelled on request", what)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mail_pipeline import home, store
 from mail_pipeline.errors import MailPipelineError
@@ -36,15 +36,16 @@ class ExportOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    lists: list[str] = []                     # subscribed (any status) to one of these lists
-    status: list[str] = []                    # subscriber status: enabled, disabled, blocklisted
-    subscription_status: list[str] = []       # on the lists above (or any list), with one of these
-    search: Optional[str] = None              # email or name contains (any case)
-    cold_only: bool = False                   # no engagement within cold_days
-    cold_days: int = 90
-    format: str = "csv"
-    gzip: bool = False
-    out: Optional[str] = None                 # default: exports/<id>/subscribers.<format>
+    lists: list[str] = Field([], description="Subscribed (any status) to one of these lists.")
+    status: list[str] = Field([], description="Subscriber status: enabled, disabled or blocklisted.")
+    subscription_status: list[str] = Field(
+        [], description="A subscription (on the lists above, or any list) with one of these statuses.")
+    search: Optional[str] = Field(None, description="The email or the name contains this (any case).")
+    cold_only: bool = Field(False, description="Only subscribers with no engagement within cold_days.")
+    cold_days: int = Field(90, description="What lately means for cold_only, in days.")
+    format: str = Field("csv", description="csv, jsonl or parquet.")
+    gzip: bool = Field(False, description="Gzip the file (csv and jsonl).")
+    out: Optional[str] = Field(None, description="Where to write; default exports/<id>/subscribers.<format> in the home.")
 
     def suffix(self) -> str:
         return "." + self.format + (".gz" if self.gzip else "")

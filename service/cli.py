@@ -150,6 +150,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             path.unlink(missing_ok=True)
     runs = _runs()
     inst = runs.instance()
+    if not (args.draft or later or args.detach):
+        runs.attachable(inst)  # before the import is created
     import_id, created = runs.create_import(inst, options.idempotency_key)
     if not created:  # the same idempotency key: the existing import, not a second one
         if spooled:
@@ -209,13 +211,7 @@ def _follow(inst, import_id: str, as_json: bool, run) -> dict:
         sys.stderr = quiet.stream
         signal.signal(signal.SIGINT, previous)
         done.set()
-    # DuckDB answers Ctrl-C itself by interrupting its query (the batch rolls back), so the run
-    # ends failed on "interrupted": that too is the user's pause.
-    runs = _runs()
-    document = runs.document(inst, import_id)
-    if document["state"] == "failed" and "interrupt" in (document["error_message"] or "").lower():
-        pause(None, None)
-        document = runs.document(inst, import_id)
+    document = _runs().document(inst, import_id)
     return document
 
 
@@ -332,6 +328,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     options = build_export(fields)
     runs = _runs()
     inst = runs.instance()
+    runs.attachable(inst)
     export_id = runs.create_export(inst)
     if not args.json:
         _say(f"export {export_id}: started")

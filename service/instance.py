@@ -24,6 +24,13 @@ concurrency:
     # with the runs the daemon starts.
     granularity: op
     default_limit: 1
+  runs:
+    # The daemon starts one import at a time (a command-line import counts too), so queued
+    # imports reach the store in the order they were queued.
+    tag_concurrency_limits:
+      - key: mail_pipeline/kind
+        value: import
+        limit: 1
 # A run whose worker never started, or a finished run still holding the store's slot, is settled
 # by the daemon (`mail-pipeline ui`).
 run_monitoring:

@@ -14,12 +14,17 @@ the instance's key-value storage (`assets.names.pending_key`), so every host see
 """
 import functools
 import json
+import os
 import sys
+import threading
+import time
+import uuid
 from datetime import datetime, timezone
 from typing import Optional
 
 import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+from dagster._core.errors import DagsterRunAlreadyExists
 from dagster._core.execution.api import execute_run
 from dagster._core.remote_origin import (ManagedGrpcPythonEnvCodeLocationOrigin, RemoteJobOrigin,
                                          RemoteRepositoryOrigin)
@@ -36,7 +41,7 @@ from mail_pipeline.layout import Folder
 from mail_pipeline.options import ImportOptions
 from mail_pipeline.times import iso_utc
 from service import process
-from service.instance import instance, location_name, pools_per_op  # noqa: F401 (instance: re-exported)
+from service.instance import instance, location_name, pools_per_op  # noqa: F401 (instance: for callers)
 
 _STATES = {
     dg.DagsterRunStatus.QUEUED: "scheduled", dg.DagsterRunStatus.NOT_STARTED: "scheduled",
@@ -48,6 +53,10 @@ _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 DIED = "its process is gone (killed?)"
 _CUT_SHORT = "was interrupted as it was being created, before its run existed: import the file again"
 _VALIDATING = (None, "raw_file", "validated_frame")
+_SWEEP_SECONDS = 5
+# A new import's folder exists a moment before its run (the sensor's: a tick before): until then
+# it reads `scheduled`, and only an older one without a run was cut short.
+_CREATING_SECONDS = 120
 
 
 # --- launching -------------------------------------------------------------------------------------
@@ -58,31 +67,78 @@ def _recon(job_name: str) -> ReconstructableJob:
     return repository.get_reconstructable_job(job_name)
 
 
-def _origin(job_name: str) -> RemoteJobOrigin:
-    """Where the daemon finds the job: the code location by its name in the workspace."""
+def _origins(inst: dg.DagsterInstance, job_name: str, queued: bool) -> tuple:
+    """Where the daemon finds the job's code (the code location, by its name in the workspace)
+    and how a run worker loads it. A queued run on a deployer's instance takes both from the
+    deployer's workspace (MAIL_PIPELINE_WORKSPACE: its workspace.yaml), as `dagster job launch`
+    does, so launchers that start workers elsewhere (an image, a pod) know what to start; else
+    they describe this process's own code."""
+    workspace = os.environ.get("MAIL_PIPELINE_WORKSPACE")
+    if queued and workspace:
+        return _origins_from_workspace(inst, workspace, job_name)
     target = LoadableTargetOrigin(executable_path=sys.executable, module_name="assets.definitions")
     location = ManagedGrpcPythonEnvCodeLocationOrigin(target, location_name())
-    return RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), job_name)
+    return (RemoteJobOrigin(RemoteRepositoryOrigin(location, "__repository__"), job_name),
+            _recon(job_name).get_python_origin())
+
+
+def _origins_from_workspace(inst: dg.DagsterInstance, workspace: str, job_name: str) -> tuple:
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    try:
+        with WorkspaceProcessContext(inst, WorkspaceFileTarget(paths=[workspace])) as context:
+            location = context.create_request_context().get_code_location(location_name())
+            remote = location.get_repository("__repository__").get_full_job(job_name)
+            return remote.get_remote_origin(), remote.get_python_origin()
+    except Exception as exc:
+        first = next((line for line in str(exc).strip().splitlines() if line.strip()), type(exc).__name__)
+        raise MailPipelineError(f"the code location {location_name()!r} of {workspace} cannot be "
+                                f"reached: {first}") from None
 
 
 def _create_run(inst: dg.DagsterInstance, job_name: str, partition: str, run_config: dict,
-                tags: dict, parent: Optional[dg.DagsterRun] = None) -> dg.DagsterRun:
+                tags: dict, parent: Optional[dg.DagsterRun] = None, queued: bool = False) -> dg.DagsterRun:
+    """A run of the job for the partition. Its id is derived from what it follows (the partition
+    for a first run, the parent for a re-execution), so two commands racing to start a draft or
+    to resume the same run create one run, and the second is refused."""
     recon = _recon(job_name)
+    run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"mail-pipeline:{home.home()}:{job_name}:{partition}:"
+                                                f"{parent.run_id if parent else 'first'}"))
     tags = {Tags.PARTITION: partition, **tags}
     lineage = {}
     if parent is not None:
         lineage = {"parent_run_id": parent.run_id, "root_run_id": parent.root_run_id or parent.run_id}
         tags.update({Tags.PARENT_RUN: lineage["parent_run_id"], Tags.ROOT_RUN: lineage["root_run_id"]})
-    return inst.create_run_for_job(
-        recon.get_definition(), run_config={**run_config, **_QUIET}, tags=tags,
-        status=dg.DagsterRunStatus.NOT_STARTED, remote_job_origin=_origin(job_name),
-        job_code_origin=recon.get_python_origin(), **lineage)
+    remote_origin, code_origin = _origins(inst, job_name, queued)
+    try:
+        return inst.create_run_for_job(
+            recon.get_definition(), run_id=run_id, run_config={**run_config, **_QUIET}, tags=tags,
+            status=dg.DagsterRunStatus.NOT_STARTED, remote_job_origin=remote_origin,
+            job_code_origin=code_origin, **lineage)
+    except DagsterRunAlreadyExists:
+        raise MailPipelineError(f"{job_name.removesuffix('_job')} {partition} was started by another "
+                                "command a moment ago") from None
 
 
 def _execute(inst: dg.DagsterInstance, run: dg.DagsterRun) -> None:
-    """Execute the run in this process, as a run worker would; its events go to the instance."""
+    """Execute the run in this process, as a run worker would; its events go to the instance.
+    Meanwhile, every few seconds, the store's slot held or awaited by a run killed on this host
+    is freed: no daemon may be running to do it, and this run would wait for it for ever."""
+    done = threading.Event()
+
+    def sweep() -> None:
+        while not done.wait(_SWEEP_SECONDS):
+            try:
+                _free_slots_of_dead_runs(inst)
+            except Exception:  # (a passing database error: the next sweep tries again)
+                pass
+
     _free_slots_of_dead_runs(inst)
-    execute_run(_recon(run.job_name), run, inst)
+    threading.Thread(target=sweep, daemon=True).start()
+    try:
+        execute_run(_recon(run.job_name), run, inst)
+    finally:
+        done.set()
 
 
 def _submit(inst: dg.DagsterInstance, run: dg.DagsterRun) -> None:
@@ -94,13 +150,14 @@ def _submit(inst: dg.DagsterInstance, run: dg.DagsterRun) -> None:
 
 
 def _free_slots_of_dead_runs(inst: dg.DagsterInstance) -> None:
-    """A run killed on this host keeps the store's slot it held, and the next run would wait for
-    it for ever where no daemon frees it: its slot is freed (its state is left to resume)."""
+    """A run killed on this host keeps the store's slot it held, or its place in the slot's
+    queue, and the next run would wait for it for ever where no daemon frees it: both are freed
+    (the run's state is left to resume)."""
     storage = inst.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return
     info = storage.get_concurrency_info(POOL)
-    for run_id in {slot.run_id for slot in info.claimed_slots}:
+    for run_id in {slot.run_id for slot in info.claimed_slots} | {step.run_id for step in info.pending_steps}:
         run = inst.get_run_by_id(run_id)
         if run is None or run.is_finished or process.gone(run.tags):
             storage.free_concurrency_slots_for_run(run_id)
@@ -123,12 +180,23 @@ def _import_tags(options: ImportOptions) -> dict:
     return {Tags.KIND: "import", **readable_tags(options)}
 
 
+def attachable(inst: dg.DagsterInstance) -> None:
+    """A run executed in this process takes its turn on the store only where the instance holds
+    steps back per op; refused, in one sentence, where it would not."""
+    if not pools_per_op(inst):
+        raise MailPipelineError(
+            "this Dagster instance limits pools per run (concurrency.pools.granularity), so a run "
+            "the command line executes would not wait its turn on the store: set it to op "
+            "(docs/deploy.md), or use --detach")
+
+
 def launch_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptions, *,
                   detach: bool) -> dg.DagsterRun:
     """Run the import: in this process (returning when it ends), or queued for the daemon."""
+    if not detach:
+        attachable(inst)
     tags = _import_tags(options) if detach else {**_import_tags(options), **process.tags()}
-    run = _create_run(inst, IMPORT_JOB, import_id, import_run_config(options), tags)
-    _set_pending(inst, import_id, None)
+    run = _create_run(inst, IMPORT_JOB, import_id, import_run_config(options), tags, queued=detach)
     if detach:
         _submit(inst, run)
     else:
@@ -145,10 +213,8 @@ def pending(inst: dg.DagsterInstance, import_id: str) -> Optional[dict]:
     return json.loads(value) if value else None
 
 
-def _set_pending(inst: dg.DagsterInstance, import_id: str, record: Optional[dict]) -> None:
-    if record is None and pending(inst, import_id) is None:
-        return
-    inst.run_storage.set_cursor_values({pending_key(import_id): json.dumps(record) if record else ""})
+def _set_pending(inst: dg.DagsterInstance, import_id: str, record: dict) -> None:
+    inst.run_storage.set_cursor_values({pending_key(import_id): json.dumps(record)})
 
 
 def hold(inst: dg.DagsterInstance, import_id: str, options: ImportOptions, state: str,
@@ -161,7 +227,8 @@ def hold(inst: dg.DagsterInstance, import_id: str, options: ImportOptions, state
 
 
 def draft_options(inst: dg.DagsterInstance, import_id: str) -> ImportOptions:
-    """The options of a draft, which must still be one."""
+    """The options of a draft, which must still be one (it is until its run exists: the record
+    stays, for when it was created)."""
     record = pending(inst, import_id)
     if not runs_of(inst, import_id) and record and record["state"] == "draft":
         return ImportOptions.model_validate(record["options"])
@@ -194,25 +261,37 @@ def _holder(inst: dg.DagsterInstance, run_id: str) -> Optional[str]:
     info = storage.get_concurrency_info(POOL)
     if run_id not in {step.run_id for step in info.pending_steps}:
         return None
-    holders = []
-    for slot in info.claimed_slots:
-        other = inst.get_run_by_id(slot.run_id)
-        if other is not None:
-            kind = other.tags.get(Tags.KIND, other.job_name)
-            holders.append(f"{kind} {other.tags.get(Tags.PARTITION, '?')} (run {other.run_id[:8]})")
-    return ", ".join(holders) or "the store's pool"
+    holders = [inst.get_run_by_id(slot.run_id) for slot in info.claimed_slots]
+    return ", ".join(_describe(other) for other in holders if other is not None) or "the store's pool"
+
+
+def _describe(run: dg.DagsterRun) -> str:
+    kind = run.tags.get(Tags.KIND, run.job_name)
+    said = f"{kind} {run.tags.get(Tags.PARTITION, '?')} (run {run.run_id[:8]})"
+    if process.gone(run.tags):
+        said += (": its process is gone; resume it with: mail-pipeline imports resume "
+                 f"{run.tags.get(Tags.PARTITION)}")
+    return said
+
+
+def _ahead_in_queue(inst: dg.DagsterInstance, run: dg.DagsterRun) -> Optional[str]:
+    """The import runs in progress that a queued import waits for (the daemon starts one import
+    at a time), in words."""
+    ahead = inst.get_runs(dg.RunsFilter(job_name=IMPORT_JOB, tags={Tags.KIND: "import"}, statuses=[
+        dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
+    return ", ".join(_describe(other) for other in ahead if other.run_id != run.run_id) or None
 
 
 def state_of(inst: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str, Optional[str]]:
     """The import's state from its newest run, and whom it waits for while `scheduled`."""
     tags = run.tags
     if run.is_finished:
-        asked = tags.get(Tags.REQUEST)
-        if run.status != dg.DagsterRunStatus.SUCCESS and asked in ("pause", "cancel"):
-            return ("paused" if asked == "pause" else "cancelled"), None
+        stopped = stopped_by(inst, run)
+        if stopped:
+            return ("paused" if stopped == "pause" else "cancelled"), None
         return _STATES[run.status], None
-    if run.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.CANCELING):
-        return _STATES[run.status], None
+    if run.status == dg.DagsterRunStatus.QUEUED:
+        return "scheduled", _ahead_in_queue(inst, run)
     if process.gone(tags):
         return "failed", None
     if run.status == dg.DagsterRunStatus.NOT_STARTED:
@@ -225,6 +304,25 @@ def state_of(inst: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str, Optiona
         holder = _holder(inst, run.run_id)
         return ("scheduled", holder) if holder else ("splitting", None)
     return "importing", None
+
+
+def stopped_by(inst: dg.DagsterInstance, run: dg.DagsterRun) -> Optional[str]:
+    """"pause" or "cancel" when the finished run stopped on that request: it failed with the
+    stages' own stop (its step failure says which), or was cancelled (a queued run withdrawn,
+    Terminate in the UI: a cancel unless a pause was asked for). A run that failed for another
+    reason after a request is failed."""
+    asked = run.tags.get(Tags.REQUEST)
+    if run.status == dg.DagsterRunStatus.CANCELED:
+        return "pause" if asked == "pause" else "cancel"
+    if run.status != dg.DagsterRunStatus.FAILURE or asked not in ("pause", "cancel"):
+        return None
+    for record in inst.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
+        data = record.event_log_entry.dagster_event.step_failure_data.user_failure_data
+        if data and data.metadata and Tags.REQUEST in data.metadata:
+            # (a paused import cancelled afterwards is cancelled)
+            return "cancel" if asked == "cancel" else data.metadata[Tags.REQUEST].value
+    return None
 
 
 def failure_message(inst: dg.DagsterInstance, run: dg.DagsterRun) -> Optional[str]:
@@ -266,26 +364,29 @@ def document(inst: dg.DagsterInstance, import_id: str) -> dict:
     """The import document of one import. Reading it writes nothing."""
     folder = Folder.of(import_id)
     runs = runs_of(inst, import_id)
+    held = pending(inst, import_id)
     if not runs:
-        record = pending(inst, import_id)
-        if record is None:
+        if held is None:
             if not folder.path.is_dir() and not inst.has_dynamic_partition(IMPORTS_PARTITIONS, import_id):
                 raise MailPipelineError(f"import {import_id} not found")
+            created = folder.path.stat().st_ctime if folder.path.is_dir() else None
+            starting = created is not None and time.time() - created < _CREATING_SECONDS
             return import_document(
-                import_id, "failed", created_at=_iso(folder.path.stat().st_ctime) if folder.path.is_dir() else None,
+                import_id, "scheduled" if starting else "failed", created_at=_iso(created),
                 begins_at=None, finished_at=None, run_id=None, folder=folder,
-                error_message=_CUT_SHORT)
-        return import_document(import_id, record["state"], created_at=record["created_at"],
-                               begins_at=record.get("begins_at"), finished_at=None, run_id=None,
-                               folder=folder, requested=record["options"])
+                error_message=None if starting else _CUT_SHORT)
+        return import_document(import_id, held["state"], created_at=held["created_at"],
+                               begins_at=held.get("begins_at"), finished_at=None, run_id=None,
+                               folder=folder, requested=held["options"])
     run = runs[0]
     record = inst.get_run_record_by_id(run.run_id)
     first = inst.get_run_record_by_id(runs[-1].run_id)
     state, waiting_for = state_of(inst, run)
+    held = held or {}  # a draft's or scheduled import's record keeps when it was made and due
     return import_document(
         import_id, state,
-        created_at=_iso(first.create_timestamp.timestamp()),
-        begins_at=_iso(record.start_time or record.create_timestamp.timestamp()),
+        created_at=held.get("created_at") or _iso(first.create_timestamp.timestamp()),
+        begins_at=held.get("begins_at") or _iso(first.start_time or first.create_timestamp.timestamp()),
         finished_at=_iso(record.end_time) if run.is_finished else None,
         run_id=run.run_id, folder=folder, requested=options_of(run.run_config),
         error_message=failure_message(inst, run) if state == "failed" else None,
@@ -342,6 +443,7 @@ def resume(inst: dg.DagsterInstance, import_id: str) -> dg.DagsterRun:
     state, _ = state_of(inst, run)
     if retention.purged_at(Folder.of(import_id)):
         raise MailPipelineError(f"import {import_id} was purged: its files are gone, so it cannot resume")
+    attachable(inst)
     if state not in ("paused", "failed"):
         raise MailPipelineError(f"import {import_id} is {state}: only a paused or failed import resumes")
     if not run.is_finished:  # judged gone on this host (state_of): settle it
@@ -366,6 +468,7 @@ def create_export(inst: dg.DagsterInstance) -> str:
 
 
 def execute_export(inst: dg.DagsterInstance, export_id: str, options: ExportOptions) -> dg.DagsterRun:
+    attachable(inst)
     config = {"ops": {"subscriber_export": {"config": options.model_dump()}}}
     run = _create_run(inst, EXPORT_JOB, export_id, config, {Tags.KIND: "export", **process.tags()})
     _execute(inst, run)

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def instance():
-    with dg.instance_for_test() as inst:
+    with dg.instance_for_test(overrides={"concurrency": {"pools": {"granularity": "op"}}}) as inst:
         yield inst
 
 
@@ -116,7 +116,10 @@ def test_a_reexecution_resumes_the_first_attempts_file_even_if_the_source_change
     assert execute(instance, import_id, build({"source": str(path), "lists": ["news"]})).success
     first = runs.document(instance, import_id)["stats"]
     path.write_text("email,name\nother@x.com,O\n")  # edited, then the import is re-executed
-    assert execute(instance, import_id, build({"source": str(path), "lists": ["news"]})).success
+    from assets.definitions import defs  # (as the UI's Re-execute does)
+    assert defs.resolve_job_def("import_job").execute_in_process(
+        run_config={"ops": {"raw_file": {"config": build({"source": str(path), "lists": ["news"]}).model_dump()}}},
+        instance=instance, partition_key=import_id).success
     document = runs.document(instance, import_id)
     assert document["stats"] == first
     assert sum(document["stats"]["subscribers"].values()) == document["stats"]["number_of_records"] == 2

@@ -119,6 +119,36 @@ def test_terminating_a_run_from_the_ui_cancels_the_import_and_keeps_the_store_wh
     assert 0 < batches < 400 and subscribers == batches * 50
 
 
+def test_terminating_a_command_line_import_from_the_ui_cancels_it(ui, mail_home, tmp_path):
+    """Terminate, on a run the command line executes in its own process (no launcher to stop
+    it): the run stops after the batch in progress and reads `cancelled`."""
+    from tests.helpers import query
+    big = tmp_path / "big.csv"
+    big.write_text("email\n" + "".join(f"u{i}@example.com\n" for i in range(20000)))
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps({"lists": ["news"], "batch_size": 50}))  # 400 batches
+    env = dict(os.environ, MAIL_PIPELINE_HOME=str(mail_home))
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "import", str(big), "--params",
+                             str(params), "--json"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    progress = mail_home / "imports" / "1" / "progress.json"
+    deadline = time.monotonic() + 120
+    while not progress.exists() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    shown = json.loads(cli("imports", "show", "1", "--json", home=mail_home).stdout)
+    from dagster_graphql import DagsterGraphQLClientError
+    try:
+        ui.terminate_run(shown["run_id"])
+    except DagsterGraphQLClientError:
+        pass  # Dagster cannot stop a process it did not launch; the run is CANCELING all the same
+    out, err = proc.communicate(timeout=120)
+    assert json.loads(out)["state"] == "cancelled", err
+    [(batches, subscribers)] = query("SELECT (SELECT count(*) FROM import_batches),"
+                                     " (SELECT count(*) FROM subscribers)")
+    assert 0 < batches < 400 and subscribers == batches * 50
+
+
 def test_an_import_started_from_the_launchpad_gets_its_own_id(ui, mail_home):
     """`new_import` in the launchpad: options only, no import id to invent; a config with no
     source is refused before it launches."""

@@ -45,17 +45,22 @@ def _other_host(command: str, hostname: str = "worker-host", pid: bool = False, 
 
 
 @pytest.fixture
-def worker_host(postgres_instance, mail_home, tmp_path):
-    """The code server and the daemon (which launches run workers through it) on another host."""
+def worker_host(postgres_instance, mail_home, tmp_path, monkeypatch):
+    """The code server and the daemon (which launches run workers through it) on another host;
+    the command line here queues runs with the origins the deployer's workspace gives."""
     port = _free_port()
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(Path(__file__).resolve().parents[1].joinpath("deploy", "workspace.yaml").read_text()
                          .replace("host: code-server", "host: 127.0.0.1").replace("port: 4000", f"port: {port}"))
+    monkeypatch.setenv("MAIL_PIPELINE_WORKSPACE", str(workspace))
     log = open(tmp_path / "worker-host.log", "w")
     proc = _other_host(
         f"sh -c '{sys.executable} -m dagster code-server start -m assets.definitions -h 127.0.0.1 "
         f"-p {port} --location-name mail_pipeline & sleep 5; exec {BIN / 'dagster-daemon'} run -w {workspace}'",
         pid=True, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    from dagster._grpc.client import DagsterGrpcClient
+    client = DagsterGrpcClient(port=port, host="127.0.0.1")
+    _until(lambda: _answers(client), 120, "the code server on the other host")
     yield proc
     # The namespace's first process is its init: killing it ends every process of that host.
     for child in _children(proc.pid):
@@ -63,6 +68,14 @@ def worker_host(postgres_instance, mail_home, tmp_path):
     proc.kill()
     proc.wait()
     log.close()
+
+
+def _answers(client) -> bool:
+    try:
+        client.ping("ready?")
+        return True
+    except Exception:
+        return False
 
 
 def _children(pid: int) -> list[int]:
@@ -149,6 +162,9 @@ def test_a_worker_killed_on_another_host_is_failed_by_dagster_and_resumes(worker
     try:
         run = inst.get_run_by_id(document["run_id"])
         assert "mail_pipeline/pid" not in run.tags  # a worker's run: no pid to judge it by
+        # Queued with the origins the code server gave (as `dagster job launch` would).
+        assert type(run.remote_job_origin.repository_origin.code_location_origin).__name__ == \
+            "GrpcServerCodeLocationOrigin"
         worker = _run_worker(worker_host.pid)
         os.kill(worker, signal.SIGKILL)
         status = _until(lambda: inst.get_run_by_id(run.run_id).status in (

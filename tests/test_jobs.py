@@ -97,6 +97,7 @@ def test_a_killed_import_resumes_to_exactly_the_uninterrupted_result(mail_home, 
     assert query("SELECT count(*), count(DISTINCT batch) FROM import_batches") == [(100, 100)]
     interrupted = _store()
     monkeypatch.setenv("MAIL_PIPELINE_HOME", str(tmp_path / "other"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # the reference on an embedded instance
     other = tmp_path / "other"
     result = cli("import", str(source), "--params", str(params), "--json", home=other)
     assert result.returncode == 0, result.stderr
@@ -149,6 +150,25 @@ def test_a_draft_takes_appended_rows_and_starts_on_request(mail_home, write_csv)
                           (("imports", "start", "1"), "is not a draft")):
         refused = cli(*args, home=mail_home)
         assert refused.returncode == 2 and message in refused.stderr
+
+
+def test_a_draft_starts_once_when_two_commands_start_it_together(mail_home, write_csv):
+    created = cli("import", str(write_csv("email\nann@example.com\n")), "--draft", home=mail_home)
+    assert created.returncode == 0, created.stderr
+    env = dict(os.environ, MAIL_PIPELINE_HOME=str(mail_home))
+    starts = [subprocess.Popen([sys.executable, "-m", "service.cli", "imports", "start", "1", "--detach"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(3)]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in starts]
+    assert sum(code == 0 for code, _ in results) == 1, results
+    for code, err in results:
+        assert code == 0 or ("started by another command" in err or "is not a draft" in err), err
+    from service import jobs as runs
+    inst = runs.instance()
+    try:
+        assert len(runs.runs_of(inst, "1")) == 1
+    finally:
+        inst.dispose()
 
 
 def test_a_scheduled_import_starts_when_its_time_comes(mail_home, write_csv):

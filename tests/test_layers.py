@@ -72,3 +72,37 @@ def test_the_embedded_instance_turns_on_run_monitoring_and_per_op_pools(mail_hom
         assert type(inst.run_coordinator).__name__ == "QueuedRunCoordinator"
     finally:
         inst.dispose()
+
+
+def test_an_instance_that_pools_per_run_refuses_a_command_line_run(tmp_path, mail_home, monkeypatch):
+    """Per run, the pool would not hold back a run the command line executes: refused before
+    anything is written, in one sentence."""
+    dagster_home = tmp_path / "deployed"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")  # Dagster's defaults
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    source = ROOT / "samples" / "subscribers.csv"
+    result = cli("import", str(source), "--list", "news", home=mail_home)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "limits pools per run" in result.stderr and "docs/deploy.md" in result.stderr
+    assert not (mail_home / "subscribers.duckdb").exists()
+
+
+def test_every_launchpad_config_field_has_a_description():
+    from assets.definitions import defs
+
+    def undescribed(config_type, where):
+        fields = getattr(config_type, "fields", None) or {}
+        for name, field in fields.items():
+            if not field.description:
+                yield f"{where}.{name}"
+            yield from undescribed(field.config_type, f"{where}.{name}")
+
+    missing = []
+    for job in ("import_job", "export_job", "retention_job", "new_import"):
+        ops = defs.resolve_job_def(job).run_config_schema.config_type.fields["ops"].config_type.fields
+        for op, field in ops.items():
+            config = getattr(field.config_type, "fields", {}).get("config")
+            if config is not None:
+                missing += list(undescribed(config.config_type, f"{job}.{op}"))
+    assert missing == []
