@@ -1,7 +1,6 @@
 """Every name the Dagster layer and the job service share: jobs, the store's pool, run tags and
 the shape of a run's config. Spelled once, here."""
 import re
-from typing import Optional
 
 from mail_pipeline.options import ImportOptions
 
@@ -25,8 +24,7 @@ class Tags:
     SOURCE = "mail_pipeline/source"            # the source file's name, or its URL
     LISTS = "mail_pipeline/lists"              # the target lists, comma-separated
     INBOX = "mail_pipeline/inbox"              # the dropped file that made it
-    DRAFT = "mail_pipeline/draft"              # "true": a draft's run, not started yet
-    BEGINS_AT = "mail_pipeline/begins_at"      # a scheduled import's time (ISO UTC)
+    BEGINS_AT = "mail_pipeline/begins_at"      # a scheduled import's time (ISO UTC), for people
     REQUEST = "mail_pipeline/request"          # pause | cancel, asked for while it runs
     STAGE = "mail_pipeline/stage"              # downloading | waiting, while that lasts
     WAITING_FOR = "mail_pipeline/waiting_for"  # whom a waiting run waits for
@@ -53,10 +51,6 @@ def readable_tags(options: ImportOptions) -> dict[str, str]:
     source = options.source or ("(inline CSV)" if options.content is not None else "")
     name = source if "://" in source else re.split(r"[\\/]", source)[-1]
     return {Tags.SOURCE: name[:200], Tags.LISTS: ",".join(options.lists)[:200]}
-
-
-def partition_of(tags: dict) -> Optional[str]:
-    return tags.get(Tags.PARTITION)
 
 
 def pending_key(import_id: str) -> str:

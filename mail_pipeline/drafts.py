@@ -1,6 +1,6 @@
 """Imports that do not start at once: drafts (Mailcoach: create, append, start) and scheduled
-ones (GreenArrow's `begins_at`, `--at`). Whether an import is a draft or scheduled is its run
-record's business; this module holds the draft's file and the reading of times."""
+ones (GreenArrow's `begins_at`, `--at`). Whether an import is a draft or scheduled is recorded in
+the Dagster instance by the job service; this module holds the draft's file and reads times."""
 import os
 import shutil
 from datetime import datetime, timezone
