@@ -23,9 +23,17 @@ import pytest
 from mail_pipeline import home
 from tests.helpers import cli, query
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("unshare"),
-    reason="needs root and unshare(1) to give the workers a host of their own")
+def _namespaces_work() -> bool:
+    """Whether this machine lets us make a host of our own (root, unshare(1), namespaces)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "--uts", "--pid", "--fork", "--mount-proc", "true"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+pytestmark = pytest.mark.skipif(not _namespaces_work(),
+                                reason="needs root and PID/UTS namespaces (unshare) for another host")
 
 BIN = Path(sys.executable).parent
 
