@@ -36,6 +36,9 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
             if home.claim_key(dropped.key, import_id) is not None:  # another tick won the race
                 home.import_dir(import_id).rmdir()
                 continue
+            # Its run is made by the daemon a moment later: until then it reads `scheduled`.
+            context.instance.run_storage.set_cursor_values({pending_key(import_id): json.dumps(
+                {"state": "starting", "created_at": iso_utc(datetime.now(timezone.utc))})})
         new_ids.append(import_id)
         requests.append(dg.RunRequest(
             run_key=dropped.key, partition_key=import_id, run_config=import_run_config(options),

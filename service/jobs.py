@@ -54,9 +54,8 @@ DIED = "its process is gone (killed?)"
 _CUT_SHORT = "was interrupted as it was being created, before its run existed: import the file again"
 _VALIDATING = (None, "raw_file", "validated_frame")
 _SWEEP_SECONDS = 5
-# A new import's folder exists a moment before its run (the sensor's: a tick before): until then
-# it reads `scheduled`, and only an older one without a run was cut short.
-_CREATING_SECONDS = 120
+# A new import's folder exists a moment (milliseconds) before its record in the instance.
+_CREATING_SECONDS = 5
 
 
 # --- launching -------------------------------------------------------------------------------------
@@ -172,6 +171,9 @@ def create_import(inst: dg.DagsterInstance, idempotency_key: Optional[str] = Non
         if existing is not None:
             home.import_dir(import_id).rmdir()  # allocated a moment ago
             return existing, False
+    # Noted with this process, so that an import whose process dies before its run exists is
+    # told (on this host) from one whose run is about to be made.
+    _set_pending(inst, import_id, {"state": "starting", "created_at": iso_utc(), **process.tags()})
     inst.add_dynamic_partitions(IMPORTS_PARTITIONS, [import_id])
     return import_id, True
 
@@ -207,8 +209,9 @@ def launch_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptio
 # --- drafts and scheduled imports: no run yet ------------------------------------------------------
 
 def pending(inst: dg.DagsterInstance, import_id: str) -> Optional[dict]:
-    """The record of an import that has no run yet: {state: draft | scheduled | cancelled,
-    created_at, begins_at, options}."""
+    """The record of an import kept in the instance: {state: starting (its run about to be made
+    by the process the record names) | draft | scheduled | cancelled, created_at, begins_at,
+    options}. It stays once the import runs, for when it was made and due."""
     value = inst.run_storage.get_cursor_values({pending_key(import_id)}).get(pending_key(import_id))
     return json.loads(value) if value else None
 
@@ -221,8 +224,9 @@ def hold(inst: dg.DagsterInstance, import_id: str, options: ImportOptions, state
          begins_at: Optional[datetime] = None) -> None:
     """Record a draft, or an import scheduled for `begins_at` (the scheduled_imports sensor starts
     it then)."""
+    created = (pending(inst, import_id) or {}).get("created_at") or iso_utc()
     _set_pending(inst, import_id, {
-        "state": state, "created_at": iso_utc(), "options": options.model_dump(),
+        "state": state, "created_at": created, "options": options.model_dump(),
         "begins_at": iso_utc(begins_at) if begins_at else None})
 
 
@@ -366,13 +370,21 @@ def document(inst: dg.DagsterInstance, import_id: str) -> dict:
     runs = runs_of(inst, import_id)
     held = pending(inst, import_id)
     if not runs:
-        if held is None:
-            if not folder.path.is_dir() and not inst.has_dynamic_partition(IMPORTS_PARTITIONS, import_id):
+        if held is None or held["state"] == "starting":
+            if held is None and not folder.path.is_dir() and not inst.has_dynamic_partition(
+                    IMPORTS_PARTITIONS, import_id):
                 raise MailPipelineError(f"import {import_id} not found")
-            created = folder.path.stat().st_ctime if folder.path.is_dir() else None
-            starting = created is not None and time.time() - created < _CREATING_SECONDS
+            created = folder.path.stat().st_ctime if folder.path.is_dir() else time.time()
+            # Its run is about to be made (the sensor's: by the daemon, a tick later), unless the
+            # process making it is gone (judged on this host only), or it never got as far as
+            # its record (a moment after its folder).
+            if held is None:
+                starting = time.time() - created < _CREATING_SECONDS
+            else:
+                starting = not process.gone(held)
             return import_document(
-                import_id, "scheduled" if starting else "failed", created_at=_iso(created),
+                import_id, "scheduled" if starting else "failed",
+                created_at=(held or {}).get("created_at") or _iso(created),
                 begins_at=None, finished_at=None, run_id=None, folder=folder,
                 error_message=None if starting else _CUT_SHORT)
         return import_document(import_id, held["state"], created_at=held["created_at"],
@@ -435,9 +447,12 @@ def resume(inst: dg.DagsterInstance, import_id: str) -> dg.DagsterRun:
     process is gone is marked failed first, and the store's slot it held freed."""
     runs = runs_of(inst, import_id)
     if not runs:
-        state = document(inst, import_id)["state"]
-        if state == "failed":
+        held = pending(inst, import_id)
+        if held is None or (held["state"] == "starting" and held.get(Tags.PID) and process.gone(held)):
+            # (asked for by someone who saw its command die: the moment it may still have had
+            # before its record does not matter)
             raise MailPipelineError(f"import {import_id} {_CUT_SHORT}")
+        state = document(inst, import_id)["state"]
         raise MailPipelineError(f"import {import_id} is {state}: only a paused or failed import resumes")
     run = runs[0]
     state, _ = state_of(inst, run)
