@@ -15,20 +15,27 @@ from mail_pipeline.errors import MailPipelineError, disk_full, disk_full_message
 from mail_pipeline.options import build
 
 
+def _asked(context: dg.AssetExecutionContext, interrupted: bool = False):
+    """The request the run is under: its tag (`imports pause`, `cancel`); else a termination from
+    the UI (the run CANCELING, or marked CANCELED at once), a cancel, since Dagster does not stop a
+    run that no launcher started; else, once interrupted mid-step (Ctrl-C), a pause. A request
+    decided here is noted on the run, where readers look."""
+    run = context.instance.get_run_by_id(context.run.run_id)
+    noted = (run.tags.get(Tags.REQUEST) or None) if run else None
+    asked = noted
+    if asked is None and run is not None and run.status in (dg.DagsterRunStatus.CANCELING,
+                                                            dg.DagsterRunStatus.CANCELED):
+        asked = "cancel"
+    elif asked is None and interrupted:
+        asked = "pause"
+    if asked != noted:
+        context.instance.add_run_tags(context.run.run_id, {Tags.REQUEST: asked})
+    return asked
+
+
 def _requested(context: dg.AssetExecutionContext) -> control.Requested:
-    """A pause or cancel asked for through the run's tag (`imports pause`, Ctrl-C), or a
-    termination from the UI (the run CANCELING, or marked CANCELED at once): noted on the run
-    as a cancel, since a run that no launcher started is not interrupted by Dagster itself."""
-    def ask():
-        run = context.instance.get_run_by_id(context.run.run_id)
-        if run is None:
-            return None
-        if run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED):
-            if run.tags.get(Tags.REQUEST) not in ("pause", "cancel"):
-                context.instance.add_run_tags(run.run_id, {Tags.REQUEST: "cancel"})
-            return run.tags.get(Tags.REQUEST) or "cancel"
-        return run.tags.get(Tags.REQUEST) or None
-    return ask
+    """What the stages ask between batches."""
+    return lambda: _asked(context)
 
 
 def _on_stage(context: dg.AssetExecutionContext) -> pipeline.OnStage:
@@ -47,44 +54,31 @@ def reported(context: dg.AssetExecutionContext, stoppable: bool = True):
     asked for in the meantime."""
     import_id = context.partition_key
     try:
-        try:
-            if stoppable:
-                control.check(_requested(context), import_id)
-            yield
-        except (DagsterExecutionInterruptedError, KeyboardInterrupt, duckdb.InterruptException,
-                RuntimeError) as exc:
-            # Interrupted mid-batch, which rolled back: by Ctrl-C on the command line, a pause;
-            # by a termination from the UI (the run is CANCELING), a cancel. DuckDB reports an
-            # interrupt that reached it through an Arrow stream as RuntimeError("Query interrupted").
-            if isinstance(exc, RuntimeError) and str(exc) != "Query interrupted":
-                raise
-            raise _interrupted(context) from None
+        if stoppable:
+            control.check(_requested(context), import_id)
+        yield
     except MailPipelineError as exc:
-        _log_error(import_id, str(exc))
-        context.log.error(str(exc))  # the sentence itself in the run's log, not only the Failure
-        # A stop says which request it honoured, so a failure after a request is told from it.
-        stopped = {Tags.REQUEST: exc.request} if isinstance(exc, control.Stopped) else {}
-        raise dg.Failure(description=str(exc), allow_retries=False, metadata=stopped) from None
+        raise _failure(context, exc) from None
+    except (DagsterExecutionInterruptedError, KeyboardInterrupt, duckdb.InterruptException):
+        # Interrupted mid-batch, which rolled back: by Ctrl-C a pause, by Terminate a cancel.
+        raise _failure(context, control.stopped(_asked(context, interrupted=True), import_id)) from None
     except Exception as exc:
+        # DuckDB reports an interrupt that reached it through an Arrow stream in these words.
+        if isinstance(exc, RuntimeError) and str(exc) == "Query interrupted":
+            raise _failure(context, control.stopped(_asked(context, interrupted=True), import_id)) from None
         # A full disk is the user's to mend, not a bug: one sentence, and how to carry on.
         if not disk_full(exc, home.home()):
             raise
-        message = disk_full_message(home.home(), import_id)
-        _log_error(import_id, message)
-        context.log.error(message)
-        raise dg.Failure(description=message, allow_retries=False) from None
+        raise _failure(context, MailPipelineError(disk_full_message(home.home(), import_id))) from None
 
 
-def _interrupted(context: dg.AssetExecutionContext) -> control.Stopped:
-    run = context.instance.get_run_by_id(context.run.run_id)
-    terminated = run is not None and run.status in (dg.DagsterRunStatus.CANCELING,
-                                                    dg.DagsterRunStatus.CANCELED)
-    what = (run.tags.get(Tags.REQUEST) if run else None) or ("cancel" if terminated else "pause")
-    context.instance.add_run_tags(context.run.run_id, {Tags.REQUEST: what})
-    if what == "cancel":
-        return control.Stopped("cancelled on request", what)
-    return control.Stopped(f"paused on request; resume with: mail-pipeline imports resume "
-                           f"{context.partition_key}", what)
+def _failure(context: dg.AssetExecutionContext, exc: MailPipelineError) -> dg.Failure:
+    """The step's failure with the sentence, which also goes to the import's log and the run's."""
+    _log_error(context.partition_key, str(exc))
+    context.log.error(str(exc))
+    # A stop says which request it honoured, so a failure after a request is told from it.
+    stopped = {Tags.REQUEST: exc.request} if isinstance(exc, control.Stopped) else {}
+    return dg.Failure(description=str(exc), allow_retries=False, metadata=stopped)
 
 
 def _log_error(import_id: str, message: str) -> None:

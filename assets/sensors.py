@@ -62,13 +62,13 @@ def scheduled_imports(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     key: once only). A cancelled one says so in its record and never starts."""
     instance = context.instance
     now = iso_utc(datetime.now(timezone.utc))
-    started = {run.tags.get(Tags.PARTITION) for run in instance.get_runs(dg.RunsFilter(job_name=IMPORT_JOB))}
-    waiting = [i for i in instance.get_dynamic_partitions(imports_partitions.name) if i not in started]
-    records = instance.run_storage.get_cursor_values({pending_key(i) for i in waiting}) if waiting else {}
+    ids = instance.get_dynamic_partitions(imports_partitions.name)
+    records = instance.run_storage.get_cursor_values({pending_key(i) for i in ids}) if ids else {}
     requests = []
-    for import_id in waiting:
+    for import_id in ids:
         record = json.loads(records.get(pending_key(import_id)) or "null")
-        if not record or record["state"] != "scheduled" or record["begins_at"] > now:
+        if (not record or record["state"] != "scheduled" or record["begins_at"] > now
+                or _has_run(instance, import_id)):  # (its record stays once it runs)
             continue
         options = ImportOptions.model_validate(record["options"])
         requests.append(dg.RunRequest(

@@ -21,10 +21,15 @@ class Stopped(MailPipelineError):
         self.request = request
 
 
+def stopped(what: str, import_id: str) -> Stopped:
+    """The stop that honours a pause or a cancel of the import."""
+    if what == "pause":
+        return Stopped(f"paused on request; resume with: mail-pipeline imports resume {import_id}", what)
+    return Stopped("cancelled on request", what)
+
+
 def check(requested: Optional[Requested], import_id: str) -> None:
     """Stop here if a pause or a cancel was asked for."""
     what = requested() if requested else None
-    if what == "pause":
-        raise Stopped(f"paused on request; resume with: mail-pipeline imports resume {import_id}", what)
-    if what == "cancel":
-        raise Stopped("cancelled on request", what)
+    if what in ("pause", "cancel"):
+        raise stopped(what, import_id)

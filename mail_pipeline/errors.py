@@ -43,6 +43,11 @@ def disk_full(exc: BaseException, where=None) -> bool:
     return False
 
 
+def first_line(exc: BaseException) -> str:
+    """What an exception from a library says, in one line: its first non-empty one."""
+    return next((line for line in str(exc).strip().splitlines() if line.strip()), type(exc).__name__)
+
+
 def disk_full_message(home, import_id: str) -> str:
     return (f"no space left on the disk holding {home}: free some space, then resume with: "
             f"mail-pipeline imports resume {import_id}")

@@ -150,7 +150,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             path.unlink(missing_ok=True)
     runs = _runs()
     inst = runs.instance()
-    if not (args.draft or later or args.detach):
+    now = not (args.draft or later or args.detach)
+    if now:
         runs.attachable(inst)  # before the import is created
     import_id, created = runs.create_import(inst, options.idempotency_key)
     if not created:  # the same idempotency key: the existing import, not a second one
@@ -159,7 +160,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         if not args.json:
             _say(f"import {import_id}: already created with this idempotency key")
         return _finish(runs.document(inst, import_id), args.json)
-    if not (args.draft or later or args.detach):
+    if now:
         return _finish(_follow(inst, import_id, args.json,
                                lambda: runs.launch_import(inst, import_id, options, detach=False)), args.json)
     if args.draft:  # Mailcoach: created now, rows appended, started later
@@ -188,9 +189,10 @@ def _follow(inst, import_id: str, as_json: bool, run) -> dict:
         threading.Thread(target=_watch, args=(import_id, done), daemon=True).start()
 
     def pause(signum, frame) -> None:  # Dagster would turn the interrupt into a failed run
-        started = _runs().runs_of(inst, import_id)
+        runs = _runs()
+        started = runs.runs_of(inst, import_id)
         if started:
-            _runs().request(inst, started[0], "pause")
+            runs.request(inst, started[0], "pause")
         _say(f"import {import_id}: pausing after the batch in progress; resume with: "
              f"mail-pipeline imports resume {import_id}")
 
@@ -211,8 +213,7 @@ def _follow(inst, import_id: str, as_json: bool, run) -> dict:
         sys.stderr = quiet.stream
         signal.signal(signal.SIGINT, previous)
         done.set()
-    document = _runs().document(inst, import_id)
-    return document
+    return _runs().document(inst, import_id)
 
 
 class _QuietEventLog:

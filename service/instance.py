@@ -9,7 +9,7 @@ import dagster as dg
 
 from assets.names import POOL
 from mail_pipeline import home
-from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.errors import MailPipelineError, first_line
 
 EMBEDDED_YAML = """\
 # Written by mail-pipeline for its embedded instance (a deployer's own instance, named by
@@ -46,7 +46,8 @@ compute_logs:
   module: dagster._core.storage.noop_compute_log_manager
   class: NoOpComputeLogManager
 """
-_MARK = EMBEDDED_YAML.splitlines()[0]
+_MARK = "# Written by mail-pipeline"  # (this version's and earlier ones': brought up to date)
+
 
 def deployed() -> bool:
     """Whether a deployer's instance is in use: DAGSTER_HOME names one."""
@@ -63,7 +64,7 @@ def dagster_home() -> Path:
     config = path / "dagster.yaml"
     wanted = EMBEDDED_YAML.format(pool=POOL)
     current = config.read_text() if config.exists() else None
-    if current is None or (current != wanted and current.startswith("# Written by mail-pipeline")):
+    if current is None or (current != wanted and current.startswith(_MARK)):
         config.write_text(wanted)
     return path
 
@@ -75,8 +76,8 @@ def instance() -> dg.DagsterInstance:
     try:
         return _open()
     except Exception as exc:
-        first = next((line for line in str(exc).strip().splitlines() if line.strip()), type(exc).__name__)
-        raise MailPipelineError(f"the Dagster instance in {dagster_home()} cannot be opened: {first}") from None
+        raise MailPipelineError(f"the Dagster instance in {dagster_home()} cannot be opened: "
+                                f"{first_line(exc)}") from None
 
 
 def _open() -> dg.DagsterInstance:
@@ -86,20 +87,18 @@ def _open() -> dg.DagsterInstance:
         _register_pool(inst)
         return inst
     ready = path / "storage.ready"
-    if not ready.exists():
-        # Dagster creates its SQLite storage on first open with nothing to stop two processes
-        # doing it at once: two commands started together on a new home left two Alembic heads,
-        # and every command after failed. The first open holds a lock.
-        with open(path / "storage.lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not ready.exists():
-                inst = dg.DagsterInstance.from_config(str(path))
-                _register_pool(inst)
-                ready.touch()
-                return inst
-    inst = dg.DagsterInstance.from_config(str(path))
-    _register_pool(inst)
-    return inst
+    if ready.exists():
+        return dg.DagsterInstance.from_config(str(path))
+    # Dagster creates its SQLite storage on first open with nothing to stop two processes doing
+    # it at once: two commands started together on a new home left two Alembic heads, and every
+    # command after failed. The first open holds a lock, and registers the pool.
+    with open(path / "storage.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        inst = dg.DagsterInstance.from_config(str(path))
+        if not ready.exists():
+            _register_pool(inst)
+            ready.touch()
+        return inst
 
 
 def _register_pool(inst: dg.DagsterInstance) -> None:

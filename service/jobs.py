@@ -35,7 +35,7 @@ from assets.names import (EXPORT_JOB, IMPORT_JOB, IMPORTS_PARTITIONS, EXPORTS_PA
                           Tags, import_run_config, options_of, pending_key, readable_tags)
 from mail_pipeline import home, retention
 from mail_pipeline.document import import_document
-from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.errors import MailPipelineError, first_line
 from mail_pipeline.exports import ExportOptions, export_document
 from mail_pipeline.layout import Folder
 from mail_pipeline.options import ImportOptions
@@ -90,9 +90,8 @@ def _origins_from_workspace(inst: dg.DagsterInstance, workspace: str, job_name: 
             remote = location.get_repository("__repository__").get_full_job(job_name)
             return remote.get_remote_origin(), remote.get_python_origin()
     except Exception as exc:
-        first = next((line for line in str(exc).strip().splitlines() if line.strip()), type(exc).__name__)
         raise MailPipelineError(f"the code location {location_name()!r} of {workspace} cannot be "
-                                f"reached: {first}") from None
+                                f"reached: {first_line(exc)}") from None
 
 
 def _create_run(inst: dg.DagsterInstance, job_name: str, partition: str, run_config: dict,
@@ -159,7 +158,13 @@ def _free_slots_of_dead_runs(inst: dg.DagsterInstance) -> None:
     for run_id in {slot.run_id for slot in info.claimed_slots} | {step.run_id for step in info.pending_steps}:
         run = inst.get_run_by_id(run_id)
         if run is None or run.is_finished or process.gone(run.tags):
-            storage.free_concurrency_slots_for_run(run_id)
+            _free_slots(inst, run_id)
+
+
+def _free_slots(inst: dg.DagsterInstance, run_id: str) -> None:
+    """The store's slot the run holds, and its place in the slot's queue, given up."""
+    if inst.event_log_storage.supports_global_concurrency_limits:
+        inst.event_log_storage.free_concurrency_slots_for_run(run_id)
 
 
 def create_import(inst: dg.DagsterInstance, idempotency_key: Optional[str] = None) -> tuple[str, bool]:
@@ -463,8 +468,7 @@ def resume(inst: dg.DagsterInstance, import_id: str) -> dg.DagsterRun:
         raise MailPipelineError(f"import {import_id} is {state}: only a paused or failed import resumes")
     if not run.is_finished:  # judged gone on this host (state_of): settle it
         inst.report_run_failed(run, message=DIED)
-    if inst.event_log_storage.supports_global_concurrency_limits:
-        inst.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+    _free_slots(inst, run.run_id)
     if not inst.has_dynamic_partition(IMPORTS_PARTITIONS, import_id):
         inst.add_dynamic_partitions(IMPORTS_PARTITIONS, [import_id])
     kept = {k: v for k, v in run.tags.items() if k in (Tags.KIND, Tags.SOURCE, Tags.LISTS, Tags.INBOX)}
