@@ -34,6 +34,10 @@ class Tags:
     BOOT_ID = "mail_pipeline/boot_id"
     PID = "mail_pipeline/pid"
     PID_START = "mail_pipeline/pid_start"      # the process's start time, so a reused pid is not it
+    # An import made over HTTP (`mail-pipeline serve`): which system's API, and the key's name.
+    API = "mail_pipeline/api"                  # listmonk | greenarrow | mailcoach | mailrith | page
+    API_KEY = "mail_pipeline/api_key"
+    CLEARED = "mail_pipeline/cleared"          # listmonk's DELETE on a finished import: status none
 
 
 def import_run_config(options: ImportOptions) -> dict:

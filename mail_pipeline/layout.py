@@ -36,6 +36,7 @@ class Folder:
     source = property(lambda self: self.path / "source.csv")       # the staged UTF-8 CSV
     content = property(lambda self: self.path / "content.csv")     # inline CSV text, as given
     draft = property(lambda self: self.path / "draft.csv")         # a draft's file, which append extends
+    uploads = property(lambda self: self.path / "upload")          # a file sent over HTTP, by its name
     # stage 2, the validated frame
     valid = property(lambda self: self.path / "valid")             # part-N.parquet, one per chunk read
     failed = property(lambda self: self.path / "failed")

@@ -7,7 +7,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mail_pipeline import home
+from mail_pipeline import catalog, home
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.mapping import CUSTOM_PREFIX
 from mail_pipeline.options import ImportOptions, OverwriteWhat, OverwriteWhenStatus, describe_error
@@ -32,9 +32,16 @@ class ListmonkParams(_Body):
     def canonical(self) -> dict[str, Any]:
         # listmonk's overwrite "updates status if provided", so it also turns on overwrite_what.status.
         return {"mode": self.mode, "subscription_status": self.subscription_status or None,
-                "delimiter": self.delim, "lists": [str(x) for x in self.lists],
+                "delimiter": self.delim, "lists": self.list_names(),
                 "overwrite": self.overwrite,
                 "overwrite_what": {"custom_fields": True, "status": True} if self.overwrite else {}}
+
+    def list_names(self) -> list[str]:
+        """listmonk names lists by id: a number is a list's id in the catalog (an unknown one is
+        refused); a string stays a list name."""
+        ids = [x for x in self.lists if isinstance(x, int)]
+        names = iter(catalog.names_for_ids(ids))
+        return [next(names) if isinstance(x, int) else x for x in self.lists]
 
 
 # --- GreenArrow: POST /ga/api/v2/mailing_lists/:id/subscriber_imports -----------------------------
@@ -133,9 +140,15 @@ class MailcoachBody(_Body):
 
     def canonical(self) -> dict[str, Any]:
         # Mailcoach updates the subscribers it finds (there is no overwrite switch to turn off).
-        return {"content": self.subscribers_csv, "lists": [self.email_list_uuid], "overwrite": True,
+        return {"content": self.subscribers_csv, "lists": [self.list_name()], "overwrite": True,
                 "subscribe_unsubscribed": self.subscribe_unsubscribed,
                 "unsubscribe_others": self.unsubscribe_others, "replace_tags": self.replace_tags}
+
+    def list_name(self) -> str:
+        """The list whose uuid `email_list_uuid` is; a value that is no known list's uuid is
+        taken as the list's name."""
+        known = catalog.list_by_uuid(self.email_list_uuid)
+        return known.name if known else self.email_list_uuid
 
 
 # --- Mailrith: POST /v1/jobs/subscriber-imports ------------------------------------------------------
@@ -196,8 +209,13 @@ def _shape(body: dict[str, Any]) -> tuple[str, Optional[type[_Body]]]:
     return "canonical", None
 
 
-def from_body(body: Any) -> tuple[str, dict[str, Any]]:
-    """A parsed `--params` body → (the system it was recognised as, canonical fields)."""
+_SYSTEMS: dict[str, type[_Body]] = {"listmonk": ListmonkParams, "GreenArrow": GreenArrowBody,
+                                     "Mailcoach": MailcoachBody, "Mailrith": MailrithBody}
+
+
+def from_body(body: Any, system: Optional[str] = None) -> tuple[str, dict[str, Any]]:
+    """A parsed `--params` body → (the system it was recognised as, canonical fields). A route of
+    one system's API names it (`system`), so its body is read as that system's only."""
     if not isinstance(body, dict):
         raise MailPipelineError("invalid params: the file must hold a JSON object")
     # The canonical form may come as the launchpad's whole run config.
@@ -208,7 +226,7 @@ def from_body(body: Any) -> tuple[str, dict[str, Any]]:
             raise MailPipelineError("invalid params: ops.raw_file.config must be a JSON object")
     body = dict(body)
     key = next((body.pop(k) for k in IDEMPOTENCY_KEYS if k in body), None)
-    system, model = _shape(body)
+    system, model = (system, _SYSTEMS[system]) if system else _shape(body)
     if model is None:
         fields = body
         try:  # validated here too, so the message says it came from the params file

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Union
 
-from mail_pipeline import download, drafts, home, logs
+from mail_pipeline import catalog, download, drafts, home, logs, store
 from mail_pipeline.document import listing
 from mail_pipeline.errors import DiskFull, MailPipelineError, disk_full, disk_full_message
 from mail_pipeline.exports import build_export
@@ -394,6 +394,72 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lists(args: argparse.Namespace) -> int:
+    # Read-only and without waiting: while an import writes the store, its counts are "busy".
+    counts = store.list_counts(home.database_path()) if home.location().is_dir() else {}
+    if counts is None:
+        _say("the subscriber store is busy (an import is writing to it): counts are not shown")
+    rows = catalog.described(counts)
+    if args.json:
+        print(json.dumps({"data": rows}, indent=2))
+        return 0
+    if not rows:
+        print("no lists yet (an import creates its lists, or: mail-pipeline lists create NAME)")
+        return 0
+    print(f"{'id':>4}  {'uuid':<36}  {'subscribers':>11}  name")
+    for r in rows:
+        count = "busy" if r["subscriber_count"] is None else r["subscriber_count"]
+        by_status = ", ".join(f"{s} {n}" for s, n in (r["subscription_counts"] or {}).items())
+        print(f"{r['id'] or '-':>4}  {r['uuid'] or '-':<36}  {count:>11}  {r['name']}"
+              + (f"  ({by_status})" if by_status else ""))
+    return 0
+
+
+def cmd_lists_create(args: argparse.Namespace) -> int:
+    created = catalog.create_list(args.name)
+    if args.json:
+        print(json.dumps({"id": created.id, "uuid": created.uuid, "name": created.name}, indent=2))
+    else:
+        print(f"list {created.id} {created.name!r} created (uuid {created.uuid})")
+    return 0
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    secret = catalog.create_token(args.name, args.permission or ())
+    [made] = [t for t in catalog.tokens() if t.name == args.name]
+    if args.json:
+        print(json.dumps({"name": made.name, "token": secret, "permissions": list(made.permissions)},
+                         indent=2))
+    else:
+        print(secret)
+        _say(f"API key {made.name!r} created ({', '.join(made.permissions)}): the token above is "
+             "shown this once, only its hash is kept")
+    return 0
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    keys = catalog.tokens()
+    if args.json:
+        print(json.dumps({"data": [{"name": t.name, "permissions": list(t.permissions),
+                                    "created_at": t.created_at, "last_used_at": t.last_used_at}
+                                   for t in keys]}, indent=2))
+        return 0
+    if not keys:
+        print("no API keys (mail-pipeline tokens create NAME)")
+    for t in keys:
+        print(f"  {t.name:<24} {t.created_at}  {', '.join(t.permissions)}")
+    return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    catalog.revoke_token(args.name)
+    if args.json:
+        print(json.dumps({"name": args.name, "revoked": True}))
+    else:
+        print(f"API key {args.name!r} revoked")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     from service.instance import dagster_home, workspace_file
     _runs().instance().dispose()  # its storage made and the store's pool set, before the daemon
@@ -408,6 +474,21 @@ def cmd_ui(args: argparse.Namespace) -> int:
              "reach this port can run imports and read subscribers; put it behind a proxy that "
              "signs users in")
     return subprocess.call(command, env=env)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from service.api.app import serve
+    from service.api.uploads import Limits
+    if args.max_upload_mb <= 0:
+        raise MailPipelineError("invalid --max-upload-mb: must be a positive number of megabytes")
+    _runs().instance().dispose()  # its storage made and the store's pool set, before the daemon
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        _say(f"note: serving on {args.host}: every route but /api/health asks for an API key "
+             "(mail-pipeline tokens create NAME); put TLS in front of it")
+    _say(f"mail-pipeline API on http://{args.host}:{args.port} (home {home.home()}); Ctrl-C stops it")
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    daemon = {"auto": None, "yes": True, "no": False}[args.daemon]
+    return serve(args.host, args.port, limits, args.dagster_url, daemon)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -502,12 +583,46 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", help="where to write (default: under the home's exports/)")
     exp.set_defaults(func=cmd_export)
 
+    lst = sub.add_parser("lists", help="lists with their id, uuid and counts, or create one")
+    lst.set_defaults(func=cmd_lists)
+    lsub = lst.add_subparsers(dest="action", parser_class=_Parser)
+    lcreate = lsub.add_parser("create", help="create a list (an import also creates its lists)")
+    lcreate.add_argument("name")
+    lcreate.set_defaults(func=cmd_lists_create)
+
+    tok = sub.add_parser("tokens", help="API keys: create, list, revoke")
+    tsub = tok.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    tcreate = tsub.add_parser("create", help="create an API key; its token is shown once")
+    tcreate.add_argument("name")
+    tcreate.add_argument("--permission", action="append",
+                         help=f"{' or '.join(catalog.PERMISSIONS)} (repeatable; default: both)")
+    tcreate.set_defaults(func=cmd_tokens_create)
+    tlist = tsub.add_parser("list", help="the API keys (never their tokens)")
+    tlist.set_defaults(func=cmd_tokens_list)
+    trevoke = tsub.add_parser("revoke", help="delete an API key; it stops working at once")
+    trevoke.add_argument("name")
+    trevoke.set_defaults(func=cmd_tokens_revoke)
+
     ui = sub.add_parser("ui", help="the Dagster UI and daemon on this home")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)
 
-    for p in (imp, imps, show, log, *controls, res, app, sta, exp, ui):
+    srv = sub.add_parser("serve", help="the listmonk, GreenArrow, Mailcoach and Mailrith HTTP APIs "
+                         "and the web page, on this home")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--max-upload-mb", type=float, default=200,
+                     help="the largest upload or request body taken (default 200 MB)")
+    srv.add_argument("--dagster-url", default="http://127.0.0.1:3000",
+                     help="where the Dagster UI is, for the web page's links to runs")
+    srv.add_argument("--daemon", choices=["auto", "yes", "no"], default="auto",
+                     help="start a Dagster daemon to run the imports (auto: on the embedded "
+                          "instance, unless one is running already)")
+    srv.set_defaults(func=cmd_serve)
+
+    for p in (imp, imps, show, log, *controls, res, app, sta, exp, lst, lcreate, tok, tcreate,
+              tlist, trevoke, ui):
         # SUPPRESS: a sub-command's unset flag must not hide `imports --json show 1`.
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                        help="print one JSON document on stdout")

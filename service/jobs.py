@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
@@ -33,7 +34,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from assets.names import (EXPORT_JOB, IMPORT_JOB, IMPORTS_PARTITIONS, EXPORTS_PARTITIONS, POOL,
                           Tags, import_run_config, options_of, pending_key, readable_tags)
-from mail_pipeline import home, retention
+from mail_pipeline import drafts, home, retention
 from mail_pipeline.document import import_document
 from mail_pipeline.errors import MailPipelineError, first_line
 from mail_pipeline.exports import ExportOptions, export_document
@@ -198,17 +199,50 @@ def attachable(inst: dg.DagsterInstance) -> None:
 
 
 def launch_import(inst: dg.DagsterInstance, import_id: str, options: ImportOptions, *,
-                  detach: bool) -> dg.DagsterRun:
-    """Run the import: in this process (returning when it ends), or queued for the daemon."""
+                  detach: bool, tags: Optional[dict] = None) -> dg.DagsterRun:
+    """Run the import: in this process (returning when it ends), or queued for the daemon.
+    `tags` say more of where it came from (the HTTP API and its key)."""
     if not detach:
         attachable(inst)
-    tags = _import_tags(options) if detach else {**_import_tags(options), **process.tags()}
+    tags = {**_import_tags(options), **(tags or {}), **({} if detach else process.tags())}
     run = _create_run(inst, IMPORT_JOB, import_id, import_run_config(options), tags, queued=detach)
     if detach:
         _submit(inst, run)
     else:
         _execute(inst, run)
     return run
+
+
+def submit_import(inst: dg.DagsterInstance, options: ImportOptions, file: Optional[Path] = None, *,
+                  draft: bool = False, tags: Optional[dict] = None) -> tuple[str, bool]:
+    """Create an import for a client that does not wait for it (the HTTP API): queued for the
+    daemon, scheduled for its `begins_at`, or held as a draft. `file` (an upload, already
+    checked) moves into the import's folder. Returns (import id, created); an idempotency key
+    already used returns its import, and the file is dropped."""
+    when = drafts.parse_when(options.begins_at, options.date_format) if options.begins_at else None
+    import_id, created = create_import(inst, options.idempotency_key)
+    if not created:
+        if file is not None:
+            file.unlink(missing_ok=True)
+        return import_id, False
+    folder = Folder.of(import_id)
+    if file is not None:
+        folder.uploads.mkdir(parents=True, exist_ok=True)
+        kept = folder.uploads / file.name
+        os.replace(file, kept)
+        options = options.model_copy(update={"source": str(kept), "content": None})
+    if draft:
+        hold(inst, import_id, drafts.draft(folder, Path(options.source), options), "draft")
+    elif when is not None and when > datetime.now(timezone.utc):
+        hold(inst, import_id, options, "scheduled", when)
+    else:
+        launch_import(inst, import_id, options, detach=True, tags=tags)
+    return import_id, True
+
+
+def imports_tagged(inst: dg.DagsterInstance, tags: dict, limit: Optional[int] = None) -> list[dg.DagsterRun]:
+    """Import runs with these tags, newest first."""
+    return list(inst.get_runs(dg.RunsFilter(job_name=IMPORT_JOB, tags=tags), limit=limit))
 
 
 # --- drafts and scheduled imports: no run yet ------------------------------------------------------
@@ -446,10 +480,11 @@ def request(inst: dg.DagsterInstance, run: dg.DagsterRun, what: str) -> None:
         inst.report_run_canceled(run, message=f"{what} requested before it started")
 
 
-def resume(inst: dg.DagsterInstance, import_id: str) -> dg.DagsterRun:
-    """Run a paused or interrupted import again, in this process, as a re-execution linked to the
-    last run; its committed batches are skipped, so no row is applied twice. A last run whose
-    process is gone is marked failed first, and the store's slot it held freed."""
+def resume(inst: dg.DagsterInstance, import_id: str, detach: bool = False) -> dg.DagsterRun:
+    """Run a paused or interrupted import again, in this process (or queued for the daemon), as
+    a re-execution linked to the last run; its committed batches are skipped, so no row is
+    applied twice. A last run whose process is gone is marked failed first, and the store's
+    slot it held freed."""
     runs = runs_of(inst, import_id)
     if not runs:
         held = pending(inst, import_id)
@@ -463,7 +498,8 @@ def resume(inst: dg.DagsterInstance, import_id: str) -> dg.DagsterRun:
     state, _ = state_of(inst, run)
     if retention.purged_at(Folder.of(import_id)):
         raise MailPipelineError(f"import {import_id} was purged: its files are gone, so it cannot resume")
-    attachable(inst)
+    if not detach:
+        attachable(inst)
     if state not in ("paused", "failed"):
         raise MailPipelineError(f"import {import_id} is {state}: only a paused or failed import resumes")
     if not run.is_finished:  # judged gone on this host (state_of): settle it
@@ -471,8 +507,13 @@ def resume(inst: dg.DagsterInstance, import_id: str) -> dg.DagsterRun:
     _free_slots(inst, run.run_id)
     if not inst.has_dynamic_partition(IMPORTS_PARTITIONS, import_id):
         inst.add_dynamic_partitions(IMPORTS_PARTITIONS, [import_id])
-    kept = {k: v for k, v in run.tags.items() if k in (Tags.KIND, Tags.SOURCE, Tags.LISTS, Tags.INBOX)}
+    kept = {k: v for k, v in run.tags.items()
+            if k in (Tags.KIND, Tags.SOURCE, Tags.LISTS, Tags.INBOX, Tags.API, Tags.API_KEY)}
     config = {k: v for k, v in run.run_config.items() if k != "loggers"}
+    if detach:
+        again = _create_run(inst, IMPORT_JOB, import_id, config, kept, parent=run, queued=True)
+        _submit(inst, again)
+        return again
     again = _create_run(inst, IMPORT_JOB, import_id, config, {**kept, **process.tags()}, parent=run)
     _execute(inst, again)
     return again
