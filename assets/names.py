@@ -38,6 +38,7 @@ class Tags:
     API = "mail_pipeline/api"                  # listmonk | greenarrow | mailcoach | mailrith | page
     API_KEY = "mail_pipeline/api_key"
     CLEARED = "mail_pipeline/cleared"          # listmonk's DELETE on a finished import: status none
+    BODY_SHA256 = "mail_pipeline/body_sha256"  # the request body an idempotency key was first used with
 
 
 def import_run_config(options: ImportOptions) -> dict:

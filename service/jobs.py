@@ -278,6 +278,29 @@ def draft_options(inst: dg.DagsterInstance, import_id: str) -> ImportOptions:
     raise MailPipelineError(f"import {import_id} is not a draft: only a draft is started or takes more rows")
 
 
+def replace_draft(inst: dg.DagsterInstance, import_id: str, options: ImportOptions, file: Path) -> None:
+    """A draft's file and options replaced whole (Mailcoach's update)."""
+    draft_options(inst, import_id)
+    hold(inst, import_id, drafts.draft(Folder.of(import_id), file, options), "draft")
+    file.unlink(missing_ok=True)
+
+
+def forget(inst: dg.DagsterInstance, import_id: str) -> None:
+    """Mailcoach's delete: the import is cancelled if it has not ended, and its record notes the
+    deletion, so that API stops showing it. Its runs, files and logs stay (the command line and
+    the UI still show it) until retention purges them: a delete loses no record of what was done."""
+    state = document(inst, import_id)["state"]
+    if state not in ("finished", "failed", "cancelled", "reverted"):
+        stop(inst, import_id, "cancel")
+    record = pending(inst, import_id) or {"state": "cancelled", "created_at": None, "begins_at": None,
+                                          "options": {}}
+    _set_pending(inst, import_id, {**record, "deleted_at": iso_utc()})
+
+
+def forgotten(inst: dg.DagsterInstance, import_id: str) -> bool:
+    return bool((pending(inst, import_id) or {}).get("deleted_at"))
+
+
 # --- reading state ---------------------------------------------------------------------------------
 
 def runs_of(inst: dg.DagsterInstance, import_id: str, job_name: str = IMPORT_JOB) -> list[dg.DagsterRun]:
@@ -527,11 +550,18 @@ def create_export(inst: dg.DagsterInstance) -> str:
     return export_id
 
 
-def execute_export(inst: dg.DagsterInstance, export_id: str, options: ExportOptions) -> dg.DagsterRun:
-    attachable(inst)
+def execute_export(inst: dg.DagsterInstance, export_id: str, options: ExportOptions, *,
+                   detach: bool = False, tags: Optional[dict] = None) -> dg.DagsterRun:
+    """Run the export in this process, or queue it for the daemon (the HTTP API)."""
+    if not detach:
+        attachable(inst)
     config = {"ops": {"subscriber_export": {"config": options.model_dump()}}}
-    run = _create_run(inst, EXPORT_JOB, export_id, config, {Tags.KIND: "export", **process.tags()})
-    _execute(inst, run)
+    tags = {Tags.KIND: "export", **(tags or {}), **({} if detach else process.tags())}
+    run = _create_run(inst, EXPORT_JOB, export_id, config, tags, queued=detach)
+    if detach:
+        _submit(inst, run)
+    else:
+        _execute(inst, run)
     return run
 
 

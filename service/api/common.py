@@ -44,15 +44,19 @@ def options_from(system: str, body: Any, fields: Optional[dict] = None) -> Impor
         raise refused(system, exc) from None
 
 
-def _prepare(options: ImportOptions, file: Optional[Path]) -> tuple[ImportOptions, Optional[Path]]:
+def _prepare(options: ImportOptions, file: Optional[Path],
+             draft: bool = False) -> tuple[ImportOptions, Optional[Path]]:
     """The file the import reads, checked (readable, CSV or ZIP, its mapping's columns there)
     before the import exists: an upload, inline CSV text spooled like one, a URL (checked when
-    downloaded) or a file of the uploads folder."""
+    downloaded) or a file of the uploads folder. A draft's file is checked when it starts (it
+    may still be a header waiting for rows)."""
     if options.content is not None:
         file = spool_text(content_bytes(options))
         options = options.model_copy(update={"content": None})
     try:
-        if file is not None:
+        if draft:
+            pass
+        elif file is not None:
             preflight(file, options)
         elif "://" in options.source:
             download.check_url(options.source)
@@ -69,14 +73,15 @@ def _prepare(options: ImportOptions, file: Optional[Path]) -> tuple[ImportOption
 
 
 async def create(request: Request, system: str, key: catalog.Token, options: ImportOptions,
-                 file: Optional[Path] = None, draft: bool = False) -> tuple[str, bool]:
+                 file: Optional[Path] = None, draft: bool = False,
+                 tags: Optional[dict] = None) -> tuple[str, bool]:
     """Create the import (queued for the daemon, scheduled, or a draft), tagged with the API and
     the key that made it. Returns (import id, created: False when its idempotency key had made
     one already)."""
     def work() -> tuple[str, bool]:
-        prepared, spooled = _prepare(options, file)
+        prepared, spooled = _prepare(options, file, draft)
         return jobs.submit_import(inst(request), prepared, spooled, draft=draft,
-                                  tags={Tags.API: system, Tags.API_KEY: key.name})
+                                  tags={Tags.API: system, Tags.API_KEY: key.name, **(tags or {})})
     try:
         return await run_in_threadpool(work)
     except MailPipelineError as exc:

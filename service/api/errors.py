@@ -10,9 +10,9 @@ class ApiError(Exception):
     `error_code`, Mailrith's `code`) and, for a field's fault, the field (Laravel's `errors`)."""
 
     def __init__(self, status: int, message: str, code: Optional[str] = None,
-                 field: Optional[str] = None) -> None:
+                 field: Optional[str] = None, errors: Optional[dict[str, list[str]]] = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.field = status, message, field
+        self.status, self.message, self.field, self.errors = status, message, field, errors
         self.code = code or _CODES.get(status, "error")
 
 
@@ -39,7 +39,7 @@ def greenarrow(error: ApiError) -> JSONResponse:
 def mailcoach(error: ApiError) -> JSONResponse:
     if error.status == 422:  # Laravel's validation answer
         return JSONResponse({"message": "The given data was invalid.",
-                             "errors": {error.field or "request": [error.message]}}, 422)
+                             "errors": error.errors or {error.field or "request": [error.message]}}, 422)
     return JSONResponse({"message": error.message}, error.status)
 
 
