@@ -8,6 +8,7 @@ running for this home (`mail-pipeline ui`); a deployer's daemon serves a deploye
 """
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -112,11 +113,16 @@ def serve(host: str, port: int, limits: Limits, dagster_url: str, daemon: Option
         daemon = not deployed() and not daemon_running()
     if daemon:
         child = start_daemon()
+    # uvicorn raises the signal it stopped on again once it has shut down; with these handlers
+    # that lands here instead of ending the process before the daemon is stopped.
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         config = uvicorn.Config(create_app(limits, dagster_url), host=host, port=port,
                                 access_log=True, log_level="info", timeout_graceful_shutdown=10)
         uvicorn.Server(config).run()
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if child is not None:
             child.terminate()
             try:

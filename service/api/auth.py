@@ -26,6 +26,7 @@ _REFUSALS = {
     "greenarrow": ((401, "invalid or missing API credentials"), (403, "permission denied: {permission}")),
     "mailcoach": ((401, "Unauthenticated."), (403, "This action is unauthorized.")),
     "mailrith": ((401, "invalid or missing API key"), (403, "this API key lacks the {permission} permission")),
+    "page": ((401, "sign in with an API key"), (403, "this API key lacks the {permission} permission")),
 }
 _SCHEMES = {"listmonk": ("basic", "token"), "greenarrow": ("basic",), "mailcoach": ("bearer",),
             "mailrith": ("bearer",), "page": ("basic", "bearer", "token")}
