@@ -1,5 +1,6 @@
 """What the four APIs share: options from a request body, an import created from it (checked
 before anything is written), documents and logs read from the job service."""
+import shutil
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,7 +17,7 @@ from mail_pipeline.pipeline import content_bytes, preflight
 from mail_pipeline.retention import purged_at
 from service import jobs
 from service.api.errors import ApiError
-from service.api.uploads import spool_text
+from service.api.uploads import incoming_dir, spool_text
 
 # The status each system answers a request it cannot take (a bad option, an unknown list).
 INVALID = {"listmonk": 400, "greenarrow": 422, "mailcoach": 422, "mailrith": 400, "page": 400}
@@ -86,6 +87,9 @@ async def create(request: Request, system: str, key: catalog.Token, options: Imp
         return await run_in_threadpool(work)
     except MailPipelineError as exc:
         raise refused(system, exc, field="subscribers_csv") from None
+    finally:  # an upload's own folder (Upload.named), empty once its file moved or was dropped
+        if file is not None and file.parent.parent == incoming_dir():
+            shutil.rmtree(file.parent, ignore_errors=True)
 
 
 def document(request: Request, system: str, import_id: str) -> dict:

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from mail_pipeline import catalog, home, logs
+from mail_pipeline import catalog, logs
 from mail_pipeline.document import listing
 from mail_pipeline.errors import MailPipelineError
 from service import jobs

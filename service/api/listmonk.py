@@ -90,9 +90,8 @@ async def start_import(request: Request, token=Depends(key(SYSTEM, IMPORT))) -> 
         if await run_in_threadpool(_running, request):
             upload.discard()
             raise ApiError(400, "an import is already running")
-        # (the upload's name is only a label: the file was written under a name of ours)
-        named = upload.file.with_name(upload.filename or "upload.csv")
-        upload.file.rename(named)
+        # (the upload's name is only a label: it never names a path here)
+        named = upload.named()
         import_id, _ = await common.create(request, SYSTEM, token, options, named)
     run = await run_in_threadpool(lambda: jobs.runs_of(common.inst(request), import_id)[0])
     return {"data": await run_in_threadpool(_status, request, run)}

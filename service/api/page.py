@@ -18,7 +18,6 @@ another site can neither read it nor make the browser send it with a request of 
 import html
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from string import Template
 from typing import Optional
@@ -38,7 +37,7 @@ from mail_pipeline.preview import preview
 from service.api import common
 from service.api.auth import COOKIE, IMPORT, key
 from service.api.errors import ApiError
-from service.api.uploads import Upload, incoming_dir, read_form
+from service.api.uploads import Upload, read_form
 
 router = APIRouter()
 SYSTEM = "page"
@@ -215,20 +214,13 @@ async def preview_import(request: Request, token=Depends(_KEY)):
 @router.post("/ui/imports", status_code=201, include_in_schema=False)
 async def start_import(request: Request, token=Depends(_KEY)):
     upload = await read_form(request, request.app.state.limits)
-    holder = None
     try:
-        file = _upload_with_file(upload)
+        _upload_with_file(upload)
         options = options_from_form(upload.fields)
-        # The file keeps its name (the import's source, as the runs list shows it), in a folder
-        # of its own so two uploads of the same name never meet.
-        holder = Path(tempfile.mkdtemp(dir=incoming_dir(), prefix="page-"))
-        name = upload.filename if upload.filename not in (None, ".", "..") else "upload.csv"
-        upload.file = file.rename(holder / name)
-        import_id, _ = await common.create(request, SYSTEM, token, options, upload.file)
+        # (the file keeps its name: the import's source, as the runs list shows it)
+        import_id, _ = await common.create(request, SYSTEM, token, options, upload.named())
     finally:
         upload.discard()
-        if holder is not None:
-            shutil.rmtree(holder, ignore_errors=True)
     return JSONResponse({"id": import_id}, 201)
 
 

@@ -4,6 +4,7 @@ read within the same cap. Whatever goes wrong, the partial file is removed."""
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +37,20 @@ class Upload:
     file: Optional[Path] = None
     filename: Optional[str] = None
 
+    def named(self) -> Path:
+        """The file under the client's name (a label, made safe), in a folder of its own so that
+        two uploads of the same name never meet."""
+        folder = Path(tempfile.mkdtemp(dir=incoming_dir(), prefix="named-"))
+        path = folder / (self.filename or "upload.csv")
+        self.file.rename(path)
+        self.file = path
+        return path
+
     def discard(self) -> None:
         if self.file is not None:
             self.file.unlink(missing_ok=True)
+            if self.file.parent != incoming_dir():  # its own folder (named)
+                shutil.rmtree(self.file.parent, ignore_errors=True)
             self.file = None
 
 
@@ -56,7 +68,9 @@ def safe_name(filename: Optional[str]) -> Optional[str]:
         return None
     name = filename.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if ch.isprintable()).strip()
-    return name[:255] or None
+    while len(name.encode("utf-8")) > 200:  # a file name's limit is in bytes
+        name = name[:-1]
+    return None if name in ("", ".", "..") else name
 
 
 async def _chunks(request: Request, limits: Limits):
