@@ -10,9 +10,14 @@ from mail_pipeline.errors import MailPipelineError
 # Import ids become folder names and Dagster partition keys, so they are kept to a safe alphabet.
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
+def location() -> Path:
+    """Where the home folder is, without creating it (for reads: a read never writes)."""
+    return Path(os.environ.get("MAIL_PIPELINE_HOME", ".mail_pipeline")).resolve()
+
+
 def home() -> Path:
     """The home folder, created on first use."""
-    path = Path(os.environ.get("MAIL_PIPELINE_HOME", ".mail_pipeline")).resolve()
+    path = location()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

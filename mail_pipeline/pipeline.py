@@ -12,8 +12,8 @@ from typing import Callable, Optional
 
 import polars as pl
 
-from mail_pipeline import (control, download, logs, mapping, merge, reading, reuse, staging, store,
-                           validation)
+from mail_pipeline import (catalog, control, download, logs, mapping, merge, reading, reuse, staging,
+                           store, validation)
 from mail_pipeline.layout import Folder
 from mail_pipeline.files import read_json, replacing, write_json
 from mail_pipeline.errors import MailPipelineError
@@ -87,8 +87,9 @@ def preflight(source: Path, options: ImportOptions) -> mapping.Mapping:
 
 
 def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = None,
-              on_stage: Optional[OnStage] = None) -> dict:
-    """Stage 1, the raw file: copy the source into the import's folder as UTF-8 CSV.
+              on_stage: Optional[OnStage] = None, dry_run: bool = False) -> dict:
+    """Stage 1, the raw file: copy the source into the import's folder as UTF-8 CSV, and give
+    the target lists their ids (a list is created on first use; a dry run creates none).
 
     Once an attempt has committed rows, the import is pinned: a re-execution resumes from the
     file and options staged the first time, whatever the source or the config says now.
@@ -105,6 +106,8 @@ def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = N
         source = fetched(folder, options.source, on_stage) if "://" in options.source else Path(options.source)
     preflight(source, options)
     staged = staging.stage_source(source, folder.source, options)
+    if not dry_run:  # every import passes here, whatever launched it
+        catalog.ensure_lists(options.lists)
     metadata = {"path": str(staged.path), "size": staged.size, "sha256": staged.sha256,
                 "origin": staged.origin, "lines": staged.lines - (1 if options.header else 0),
                 "longest_line": staged.longest_line}

@@ -148,6 +148,29 @@ def _holder(message: str) -> str:
     return f"process {found.group(2)} ({Path(found.group(1)).name})" if found else "another process"
 
 
+def list_counts(path: Path) -> Optional[dict[str, dict[str, int]]]:
+    """Each list the store knows → its subscriptions by status, read without waiting: {} when
+    there is no store yet, None while a writer holds it."""
+    if not path.exists():
+        return {}
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            return None
+        raise MailPipelineError(f"the subscriber store cannot be opened: "
+                                f"{str(exc).splitlines()[0]}") from exc
+    try:
+        counts: dict[str, dict[str, int]] = {name: {} for (name,) in
+                                             con.sql("SELECT name FROM lists").fetchall()}
+        for name, status, n in con.sql("SELECT list, status, count(*) FROM subscriptions "
+                                       "GROUP BY ALL ORDER BY 1, 2").fetchall():
+            counts.setdefault(name, {})[status] = n
+        return counts
+    finally:
+        con.close()
+
+
 def totals(con: duckdb.DuckDBPyConnection) -> dict:
     """The store's totals: subscribers, by subscriber status, and subscriptions by list and status."""
     [(subscribers,)] = con.sql("SELECT count(*) FROM subscribers").fetchall()

@@ -7,7 +7,7 @@ import time
 import dagster as dg
 import pytest
 
-from mail_pipeline import home, inbox
+from mail_pipeline import catalog, home, inbox
 from mail_pipeline.errors import MailPipelineError
 from tests.helpers import query
 
@@ -43,17 +43,19 @@ def _run(instance, request):
 
 
 def test_a_dropped_file_becomes_one_import_and_never_a_second(instance):
+    catalog.create_list("weekly")  # id 1
     _drop("news/signups.csv", "email,name\nann@example.com,Ann\nbob@example.com,Bob\n")
     _drop("news/signups.csv.json", "")  # a sidecar is not a file to import
     (inbox.inbox_dir() / "news" / "signups.csv.json").write_text(json.dumps(
-        {"mode": "subscribe", "lists": [7], "delim": ",", "overwrite": True}))  # listmonk params
+        {"mode": "subscribe", "lists": [1], "delim": ",", "overwrite": True}))  # listmonk params
     _drop("notes.pdf", "not a csv")
     [request] = _tick(instance)
-    assert request.run_config["ops"]["raw_file"]["config"]["lists"] == ["7", "news"]
+    assert request.run_config["ops"]["raw_file"]["config"]["lists"] == ["weekly", "news"]
     assert _run(instance, request).success
     assert query("SELECT email, list FROM subscriptions ORDER BY email, list") == [
-        ("ann@example.com", "7"), ("ann@example.com", "news"), ("bob@example.com", "7"),
-        ("bob@example.com", "news")]
+        ("ann@example.com", "news"), ("ann@example.com", "weekly"), ("bob@example.com", "news"),
+        ("bob@example.com", "weekly")]
+    assert [l.name for l in catalog.all_lists()] == ["weekly", "news"]  # created on first use
     assert _tick(instance) == []  # the same file (path, size, mtime) never imports twice
     _drop("news/signups.csv", "email\ncy@example.com\n")  # changed: a new file
     assert len(_tick(instance)) == 1

@@ -5,10 +5,17 @@ import zipfile
 
 import pytest
 
+from mail_pipeline import catalog
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.options import build
 from mail_pipeline.params import read_params
 from tests.helpers import categories, log_lines, query, run_import
+
+
+@pytest.fixture(autouse=True)
+def listmonk_lists(mail_home):
+    """listmonk's `lists` are list ids: a fresh listmonk has these two, ids 1 and 2."""
+    return [catalog.create_list("Default list"), catalog.create_list("Opt-in list")]
 
 
 def seed_import(tmp_path, csv_path, params: str):
@@ -39,7 +46,7 @@ def test_example_csv_invalid_email_is_skipped_and_logged(tmp_path, write_csv):
     assert query("SELECT email, status, attributes->>'city' FROM subscribers ORDER BY email") == [
         ("bob@example.com", "enabled", None), ("john@example.com", "enabled", "Bangalore")]
     assert query("SELECT DISTINCT list, status FROM subscriptions ORDER BY list") == [
-        ("1", "confirmed"), ("2", "confirmed")]
+        ("Default list", "confirmed"), ("Opt-in list", "confirmed")]
 
 
 SUBSCRIBE_CSV = '''
@@ -86,8 +93,8 @@ def test_overwrite_adds_to_new_lists_without_removing_existing_ones(tmp_path, wr
     seed_import(tmp_path, write_csv(SUBSCRIBE_CSV, "b.csv"),
                 '{"mode": "subscribe", "lists": [2], "overwrite": true, "delim": ","}')
     assert query("SELECT email, list FROM subscriptions ORDER BY email, list") == [
-        ("jane@example.com", "1"), ("jane@example.com", "2"),
-        ("john@example.com", "1"), ("john@example.com", "2")]
+        ("jane@example.com", "Default list"), ("jane@example.com", "Opt-in list"),
+        ("john@example.com", "Default list"), ("john@example.com", "Opt-in list")]
 
 
 def test_zip_only_the_first_csv_is_processed(tmp_path):

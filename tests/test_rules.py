@@ -239,11 +239,14 @@ def test_bad_options_are_refused_in_one_sentence(options, message):
 
 
 def test_listmonk_params_are_taken_as_they_are(tmp_path):
+    from mail_pipeline import catalog
+    catalog.create_list("Default list"), catalog.create_list("Opt-in list")  # ids 1 and 2
     path = tmp_path / "params.json"
     path.write_text(json.dumps({"mode": "subscribe", "delim": ",", "lists": [1, 2], "overwrite": True,
                                 "subscription_status": "confirmed"}))
     options = build(read_params(str(path)))
-    assert options.lists == ["1", "2"] and options.overwrite and options.overwrite_what.status
+    assert options.lists == ["Default list", "Opt-in list"]
+    assert options.overwrite and options.overwrite_what.status
     assert options.effective_subscription_status() == "confirmed"
     assert build({"mode": "blocklist"}).effective_subscription_status() == "unsubscribed"
 
