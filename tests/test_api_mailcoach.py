@@ -126,3 +126,12 @@ def test_bearer_keys(server):
     assert (denied.status, denied.json()) == (403, {"message": "This action is unauthorized."})
     unknown = server.curl("/api/subscriber-imports/2ca0e737-b907-468f-819f-5d16e6bd6852", *_h(server))
     assert unknown.status == 404 and "message" in unknown.json()
+
+
+def test_a_revoked_key_stops_at_once(server):
+    token = server.cli_json("tokens", "create", "short-lived", "--permission", "subscribers:import")["token"]
+    header = ("-H", f"Authorization: Bearer {token}")
+    assert server.curl("/api/subscriber-imports", *header).status == 200
+    server.cli("tokens", "revoke", "short-lived")
+    reply = server.curl("/api/subscriber-imports", *header)
+    assert (reply.status, reply.json()) == (401, {"message": "Unauthenticated."})
