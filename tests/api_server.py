@@ -6,9 +6,9 @@ to with the real `curl` binary (and `jq` for the seeds' shell loops).
     from tests.api_server import server, wait_for  # noqa: F401  (the fixture, one per module)
 
 `server` is module-scoped: one server (and the Dagster daemon it starts) per test module. Its
-teardown sends SIGTERM and asserts the server is gone within 20 seconds; whatever it started that
-outlived it (the daemon, its code server) is then ended by pid so that nothing leaks into later
-tests (`test_api_hostile.py` asserts that nothing does).
+teardown sends SIGTERM and asserts the server is gone within 20 seconds and took what it started
+(the Dagster daemon and its code server) with it; anything that outlived it is then ended by pid,
+so that nothing leaks into later tests.
 """
 import json
 import os
@@ -81,6 +81,13 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
+    except OSError:
+        return "?"
 
 
 def alive(pid: int) -> bool:
@@ -282,10 +289,14 @@ def running_server(root: Path, *extra_args: str, check_stop: bool = True) -> Ite
         yield server
     finally:
         code, took, leftovers = server.stop()
-        server.kill()  # (leftovers: reported by test_api_hostile.py's SIGTERM test)
+        described = {p: command_line(p) for p in leftovers}
+        server.kill()
         if check_stop:
             assert code is not None, (f"mail-pipeline serve did not stop within {STOP_SECONDS} s of "
                                       f"SIGTERM:\n{server.log_tail()}")
+            # What it started (its Dagster daemon and the daemon's code server) goes with it.
+            assert not described, (f"still running after mail-pipeline serve exited ({code}, "
+                                   f"{took:.1f} s after SIGTERM): {described}")
 
 
 @pytest.fixture(scope="module")
