@@ -1,5 +1,7 @@
 """URL sources (spec §4, GreenArrow's `file_source.url`): http(s) only, at most 200 MB, up to
 three attempts (the second 10 s after the first failure, the third 50 s after the second)."""
+import ipaddress
+import socket
 import time
 import urllib.error
 import urllib.parse
@@ -20,37 +22,57 @@ def is_url(source: str) -> bool:
     return "://" in source and urllib.parse.urlsplit(source).scheme.lower() in ("http", "https")
 
 
-def check_url(source: str) -> None:
-    scheme = urllib.parse.urlsplit(source).scheme.lower()
-    if scheme not in ("http", "https"):
+def check_url(source: str, public_only: bool = False) -> None:
+    """http(s) only; with `public_only` (an import asked for over HTTP), only hosts whose every
+    address is public, so a client cannot make the server fetch its own or its network's
+    services (loopback, private, link-local: cloud metadata)."""
+    parts = urllib.parse.urlsplit(source)
+    if parts.scheme.lower() not in ("http", "https"):
         raise MailPipelineError(f"invalid source {source!r}: only http and https URLs are downloaded")
+    if public_only:
+        _check_public(parts.hostname or "", source)
+
+
+def _check_public(host: str, source: str) -> None:
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (socket.gaierror, UnicodeError):
+        raise MailPipelineError(f"invalid source {source!r}: its host {host!r} cannot be resolved") from None
+    for address in addresses:
+        if not ipaddress.ip_address(address.split("%")[0]).is_global:
+            raise MailPipelineError(f"invalid source {source!r}: {host} is a private or local "
+                                    "address, which imports over HTTP may not fetch")
 
 
 class _HttpOnly(urllib.request.HTTPRedirectHandler):
-    """Follow redirects to http(s) only (urllib would also follow one to ftp)."""
+    """Follow redirects to http(s) only (urllib would also follow one to ftp), and to public
+    hosts only when the first URL had to be one."""
+
+    def __init__(self, public_only: bool = False) -> None:
+        super().__init__()
+        self.public_only = public_only
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
-        check_url(newurl)
+        check_url(newurl, self.public_only)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-_opener = urllib.request.build_opener(_HttpOnly)
 
 
 class _TooLarge(MailPipelineError):
     pass
 
 
-def download(url: str, dest: Path, on_attempt: Optional[Callable[[int], None]] = None) -> int:
+def download(url: str, dest: Path, on_attempt: Optional[Callable[[int], None]] = None,
+             public_only: bool = False) -> int:
     """Fetch `url` into `dest` (whole or not at all) and return its size. A file over 200 MB is
     refused at once; any other failure is tried again per RETRY_DELAYS."""
-    check_url(url)
+    check_url(url, public_only)
+    opener = urllib.request.build_opener(_HttpOnly(public_only))
     attempts = len(RETRY_DELAYS) + 1
     for attempt in range(1, attempts + 1):
         if on_attempt:
             on_attempt(attempt)
         try:
-            return _fetch(url, dest)
+            return _fetch(opener, url, dest)
         except MailPipelineError:
             raise  # too large, or a redirect elsewhere: trying again cannot help
         except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -61,8 +83,8 @@ def download(url: str, dest: Path, on_attempt: Optional[Callable[[int], None]] =
     raise AssertionError("unreachable")
 
 
-def _fetch(url: str, dest: Path) -> int:
-    with _opener.open(urllib.request.Request(url, headers={"User-Agent": "mail-pipeline"}),
+def _fetch(opener: urllib.request.OpenerDirector, url: str, dest: Path) -> int:
+    with opener.open(urllib.request.Request(url, headers={"User-Agent": "mail-pipeline"}),
                       timeout=TIMEOUT) as response:
         declared = response.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > MAX_BYTES:

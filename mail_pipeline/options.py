@@ -70,6 +70,7 @@ class ImportOptions(BaseModel):
     date_format: str = Field("mdy", description="mdy or dmy: how 05/11/2014 reads (GreenArrow).")
     subscriber_limit: Optional[int] = Field(None, description="Add no subscribers beyond this total.")
     idempotency_key: Optional[str] = Field(None, description="The same key returns the import it first created (Mailrith).")
+    public_urls_only: bool = Field(False, description="Fetch a URL source (and its redirects) only from public addresses; set for imports made over HTTP.")
     begins_at: Optional[str] = Field(None, description="When to start (GreenArrow begins_at); used by the command line, a run starts at once.")
     # Rows per transaction: each batch costs a pass over the store, so batches are large; a
     # crash still loses at most one batch of work (about a second) and progress shows per batch.

@@ -30,16 +30,18 @@ def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
 OnStage = Callable[[str, str], None]
 
 
-def fetched(folder: Folder, url: str, on_stage: Optional[OnStage] = None) -> Path:
+def fetched(folder: Folder, url: str, on_stage: Optional[OnStage] = None,
+            public_only: bool = False) -> Path:
     """A URL source, downloaded into the import's folder (state `downloading` meanwhile)."""
-    download.check_url(url)
+    download.check_url(url, public_only)
     suffix = ".zip" if urllib.parse.urlsplit(url).path.lower().endswith(".zip") else ".csv"
     dest = folder.download(suffix)
     if on_stage:
         on_stage("downloading", url)
     try:
         size = download.download(url, dest, lambda n: logs.append_log(
-            folder.path, f"downloading {url} (attempt {n} of {len(download.RETRY_DELAYS) + 1})"))
+            folder.path, f"downloading {url} (attempt {n} of {len(download.RETRY_DELAYS) + 1})"),
+            public_only)
     finally:
         if on_stage:
             on_stage("staging", "")
@@ -103,7 +105,8 @@ def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = N
     if source is None:
         if not options.source:
             raise MailPipelineError("no source: give a file path, or CSV text as `content`")
-        source = fetched(folder, options.source, on_stage) if "://" in options.source else Path(options.source)
+        source = (fetched(folder, options.source, on_stage, options.public_urls_only)
+                  if "://" in options.source else Path(options.source))
     preflight(source, options)
     staged = staging.stage_source(source, folder.source, options)
     if not dry_run:  # every import passes here, whatever launched it

@@ -486,9 +486,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _say(f"note: serving on {args.host}: every route but /api/health asks for an API key "
              "(mail-pipeline tokens create NAME); put TLS in front of it")
     _say(f"mail-pipeline API on http://{args.host}:{args.port} (home {home.home()}); Ctrl-C stops it")
-    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    if args.chunk_timeout <= 0:
+        raise MailPipelineError("invalid --chunk-timeout: must be a positive number of seconds")
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                    chunk_timeout=args.chunk_timeout)
     daemon = {"auto": None, "yes": True, "no": False}[args.daemon]
-    return serve(args.host, args.port, limits, args.dagster_url, daemon)
+    return serve(args.host, args.port, limits, args.dagster_url, daemon, args.allow_private_urls)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -614,6 +617,11 @@ def parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8080)
     srv.add_argument("--max-upload-mb", type=float, default=200,
                      help="the largest upload or request body taken (default 200 MB)")
+    srv.add_argument("--chunk-timeout", type=float, default=60,
+                     help="seconds an upload may send nothing before it is cut off (default 60)")
+    srv.add_argument("--allow-private-urls", action="store_true",
+                     help="let imports fetch URL sources on loopback or private addresses "
+                          "(refused by default: a client could reach the server's own network)")
     srv.add_argument("--dagster-url", default="http://127.0.0.1:3000",
                      help="where the Dagster UI is, for the web page's links to runs")
     srv.add_argument("--daemon", choices=["auto", "yes", "no"], default="auto",

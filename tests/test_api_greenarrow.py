@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.api_server import Server, server, wait_for  # noqa: F401 (the module's server)
+from tests.api_server import Server, running_server, wait_for
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The module's server; its URL imports come from a loopback test server, which a default
+    server refuses (tests/test_api_hostile.py), so this one allows private addresses."""
+    with running_server(tmp_path_factory.mktemp("greenarrow"), "--allow-private-urls") as running:
+        yield running
 
 SEED_BODY = Path(__file__).parent / "seeds" / "greenarrow_create.json"  # the seed's, verbatim
 ENVELOPE = {"success", "data", "error_code", "error_message"}

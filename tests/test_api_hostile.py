@@ -268,6 +268,22 @@ def test_greenarrow_upload_directory_cannot_leave_the_uploads_folder(server):
     still_serving(server)
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/list.csv", "http://localhost/list.csv",
+                                 "http://169.254.169.254/latest/meta-data", "http://10.0.0.8/x.csv",
+                                 "http://[::1]/x.csv"])
+def test_a_url_source_on_the_servers_own_network_is_refused(server, url):
+    """A client may not make the server fetch its loopback, private network or cloud metadata
+    (serve --allow-private-urls lets it)."""
+    ids = server.import_ids()
+    body = json.dumps({"subscriber_import": {"column_mapping": ["email"],
+                                             "file_source": {"type": "url", "url": url}}})
+    status, answer, _ = post_raw(server, "/ga/api/v2/mailing_lists/1/subscriber_imports", body.encode(),
+                                 "application/json")
+    assert status == 422 and answer["error_code"] == "validation_failed", answer
+    assert "private or local address" in answer["error_message"]
+    assert server.import_ids() == ids
+
+
 # --- a multipart bomb --------------------------------------------------------------------------------
 
 def test_a_multipart_bomb_is_refused_quickly(server):

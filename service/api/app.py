@@ -27,8 +27,10 @@ from service.api.uploads import Limits
 log = logging.getLogger("mail_pipeline.serve")
 
 
-def create_app(limits: Optional[Limits] = None, dagster_url: str = "http://127.0.0.1:3000") -> FastAPI:
-    """The application; the instance is opened when it starts and closed when it stops."""
+def create_app(limits: Optional[Limits] = None, dagster_url: str = "http://127.0.0.1:3000",
+               private_urls: bool = False) -> FastAPI:
+    """The application; the instance is opened when it starts and closed when it stops.
+    `private_urls`: imports may name URL sources on loopback or private addresses."""
     from service import jobs  # Dagster, on first need (as the command line does)
     from service.api import greenarrow, listmonk, mailcoach, mailrith, page
 
@@ -44,6 +46,7 @@ def create_app(limits: Optional[Limits] = None, dagster_url: str = "http://127.0
                   redoc_url=None, openapi_url="/api/openapi.json")
     app.state.limits = limits or Limits()
     app.state.dagster_url = dagster_url.rstrip("/")
+    app.state.private_urls = private_urls
     for module in (listmonk, greenarrow, mailcoach, mailrith, page):
         app.include_router(module.router)
 
@@ -103,7 +106,8 @@ def start_daemon() -> subprocess.Popen:
                             env=env)
 
 
-def serve(host: str, port: int, limits: Limits, dagster_url: str, daemon: Optional[bool]) -> int:
+def serve(host: str, port: int, limits: Limits, dagster_url: str, daemon: Optional[bool],
+          private_urls: bool = False) -> int:
     """Run the server until SIGTERM or Ctrl-C (uvicorn finishes the requests in flight), and the
     daemon it started with it."""
     import uvicorn
@@ -117,7 +121,7 @@ def serve(host: str, port: int, limits: Limits, dagster_url: str, daemon: Option
     # that lands here instead of ending the process before the daemon is stopped.
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        config = uvicorn.Config(create_app(limits, dagster_url), host=host, port=port,
+        config = uvicorn.Config(create_app(limits, dagster_url, private_urls), host=host, port=port,
                                 access_log=True, log_level="info", timeout_graceful_shutdown=10)
         uvicorn.Server(config).run()
     finally:

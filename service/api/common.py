@@ -60,7 +60,7 @@ def _prepare(options: ImportOptions, file: Optional[Path],
         elif file is not None:
             preflight(file, options)
         elif "://" in options.source:
-            download.check_url(options.source)
+            download.check_url(options.source, options.public_urls_only)
         elif options.source:
             preflight(Path(options.source), options)
         else:
@@ -79,6 +79,9 @@ async def create(request: Request, system: str, key: catalog.Token, options: Imp
     """Create the import (queued for the daemon, scheduled, or a draft), tagged with the API and
     the key that made it. Returns (import id, created: False when its idempotency key had made
     one already)."""
+    # (a client may not make the server fetch from its own network, unless serve allows it)
+    options = options.model_copy(update={"public_urls_only": not request.app.state.private_urls})
+
     def work() -> tuple[str, bool]:
         prepared, spooled = _prepare(options, file, draft)
         return jobs.submit_import(inst(request), prepared, spooled, draft=draft,

@@ -72,8 +72,8 @@ async def start_import(request: Request, token=Depends(key(SYSTEM, IMPORT))) -> 
     limits = request.app.state.limits
     upload = await read_form(request, limits)
     try:
-        if upload.file is None:
-            raise ApiError(400, "invalid file: the form has no 'file' part")
+        if upload.file is None or upload.filename is None:
+            raise ApiError(400, "invalid file: the form has no 'file' part with a file name")
         if "params" not in upload.fields:
             raise ApiError(400, "invalid params: the form has no 'params' part")
         try:
