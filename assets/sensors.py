@@ -74,6 +74,7 @@ def scheduled_imports(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         requests.append(dg.RunRequest(
             run_key=f"scheduled:{import_id}", partition_key=import_id,
             run_config=import_run_config(options),
-            tags={Tags.KIND: "import", Tags.BEGINS_AT: record["begins_at"], **readable_tags(options)}))
+            tags={Tags.KIND: "import", Tags.BEGINS_AT: record["begins_at"], **readable_tags(options),
+                  **record.get("tags", {})}))  # (the HTTP API's and its key's)
         context.log.info(f"import {import_id}: its time has come")
     return dg.SensorResult(run_requests=requests)

@@ -1,5 +1,6 @@
 """URL sources (spec §4, GreenArrow's `file_source.url`): http(s) only, at most 200 MB, up to
 three attempts (the second 10 s after the first failure, the third 50 s after the second)."""
+import http.client
 import ipaddress
 import socket
 import time
@@ -44,6 +45,38 @@ def _check_public(host: str, source: str) -> None:
                                     "address, which imports over HTTP may not fetch")
 
 
+def _check_peer(sock: socket.socket, host: str) -> None:
+    """The address actually connected to (a name may resolve differently at the check and at
+    the connection: DNS rebinding) must be public too."""
+    address = sock.getpeername()[0]
+    if not ipaddress.ip_address(address.split("%")[0]).is_global:
+        sock.close()
+        raise MailPipelineError(f"invalid source: {host} connected to {address}, a private or local "
+                                "address, which imports over HTTP may not fetch")
+
+
+class _PublicHTTPConnection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _check_peer(self.sock, self.host)
+
+
+class _PublicHTTPSConnection(http.client.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _check_peer(self.sock, self.host)
+
+
+class _PublicHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        return self.do_open(_PublicHTTPConnection, req)
+
+
+class _PublicHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+        return self.do_open(_PublicHTTPSConnection, req, context=self._context)
+
+
 class _HttpOnly(urllib.request.HTTPRedirectHandler):
     """Follow redirects to http(s) only (urllib would also follow one to ftp), and to public
     hosts only when the first URL had to be one."""
@@ -66,7 +99,10 @@ def download(url: str, dest: Path, on_attempt: Optional[Callable[[int], None]] =
     """Fetch `url` into `dest` (whole or not at all) and return its size. A file over 200 MB is
     refused at once; any other failure is tried again per RETRY_DELAYS."""
     check_url(url, public_only)
-    opener = urllib.request.build_opener(_HttpOnly(public_only))
+    handlers = [_HttpOnly(public_only)]
+    if public_only:
+        handlers += [_PublicHTTPHandler(), _PublicHTTPSHandler()]
+    opener = urllib.request.build_opener(*handlers)
     attempts = len(RETRY_DELAYS) + 1
     for attempt in range(1, attempts + 1):
         if on_attempt:

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from mail_pipeline.errors import MailPipelineError
+from mail_pipeline.files import replacing
 from mail_pipeline.layout import Folder
 from mail_pipeline.options import ImportOptions
 from mail_pipeline.times import parse_times
@@ -35,7 +36,8 @@ def draft(folder: Folder, source: Path, options: ImportOptions) -> ImportOptions
     """Keep the draft's own copy of its file, which `append` extends."""
     refuse_zip(source)
     folder.path.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, folder.draft)
+    with replacing(folder.draft) as tmp:  # (replaced whole: a reader never sees half of it)
+        shutil.copyfile(source, tmp)
     return options.model_copy(update={"source": str(folder.draft)})
 
 

@@ -102,6 +102,13 @@ def key_owner(key: str) -> Optional[str]:
         return None
 
 
+def release_key(key: str, import_id: str) -> None:
+    """Unbind an idempotency key from `import_id` (an import that could not be made), so that a
+    retry makes a new one; a key bound to another import is left alone."""
+    if key_owner(key) == import_id:
+        _key_path(key).unlink(missing_ok=True)
+
+
 def claim_key(key: str, import_id: str) -> Optional[str]:
     """Bind an idempotency key to `import_id`. Returns None when this call bound it, else the
     import the key already names. The binding is a hard link made in one step, so two processes

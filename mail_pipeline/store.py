@@ -148,6 +148,17 @@ def _holder(message: str) -> str:
     return f"process {found.group(2)} ({Path(found.group(1)).name})" if found else "another process"
 
 
+def held(path: Path) -> bool:
+    """Whether a writing process holds the store now (asked without waiting)."""
+    if not path.exists():
+        return False
+    try:
+        duckdb.connect(str(path), read_only=True).close()
+    except duckdb.IOException as exc:
+        return "lock" in str(exc).lower()
+    return False
+
+
 def list_counts(path: Path) -> Optional[dict[str, dict[str, int]]]:
     """Each list the store knows → its subscriptions by status, read without waiting: {} when
     there is no store yet, None while a writer holds it."""

@@ -226,17 +226,26 @@ def submit_import(inst: dg.DagsterInstance, options: ImportOptions, file: Option
             file.unlink(missing_ok=True)
         return import_id, False
     folder = Folder.of(import_id)
-    if file is not None:
-        folder.uploads.mkdir(parents=True, exist_ok=True)
-        kept = folder.uploads / file.name
-        os.replace(file, kept)
-        options = options.model_copy(update={"source": str(kept), "content": None})
-    if draft:
-        hold(inst, import_id, drafts.draft(folder, Path(options.source), options), "draft")
-    elif when is not None and when > datetime.now(timezone.utc):
-        hold(inst, import_id, options, "scheduled", when)
-    else:
-        launch_import(inst, import_id, options, detach=True, tags=tags)
+    try:
+        if file is not None:
+            folder.uploads.mkdir(parents=True, exist_ok=True)
+            kept = folder.uploads / file.name
+            os.replace(file, kept)
+            options = options.model_copy(update={"source": str(kept), "content": None})
+        if draft:
+            hold(inst, import_id, drafts.draft(folder, Path(options.source), options), "draft", tags=tags)
+        elif when is not None and when > datetime.now(timezone.utc):
+            hold(inst, import_id, options, "scheduled", when, tags=tags)
+        else:
+            launch_import(inst, import_id, options, detach=True, tags=tags)
+    except BaseException as exc:
+        # Not left `scheduled` for ever: it failed, says why, and its idempotency key is free.
+        _set_pending(inst, import_id, {**(pending(inst, import_id) or {}), "state": "failed",
+                                       "error_message": f"it could not be queued: {first_line(exc)}",
+                                       "options": options.model_dump()})
+        if options.idempotency_key:
+            home.release_key(options.idempotency_key, import_id)
+        raise
     return import_id, True
 
 
@@ -260,13 +269,13 @@ def _set_pending(inst: dg.DagsterInstance, import_id: str, record: dict) -> None
 
 
 def hold(inst: dg.DagsterInstance, import_id: str, options: ImportOptions, state: str,
-         begins_at: Optional[datetime] = None) -> None:
+         begins_at: Optional[datetime] = None, tags: Optional[dict] = None) -> None:
     """Record a draft, or an import scheduled for `begins_at` (the scheduled_imports sensor starts
-    it then)."""
+    it then, with `tags`)."""
     created = (pending(inst, import_id) or {}).get("created_at") or iso_utc()
     _set_pending(inst, import_id, {
         "state": state, "created_at": created, "options": options.model_dump(),
-        "begins_at": iso_utc(begins_at) if begins_at else None})
+        "begins_at": iso_utc(begins_at) if begins_at else None, "tags": tags or {}})
 
 
 def draft_options(inst: dg.DagsterInstance, import_id: str) -> ImportOptions:
@@ -451,7 +460,8 @@ def document(inst: dg.DagsterInstance, import_id: str) -> dict:
                 error_message=None if starting else _CUT_SHORT)
         return import_document(import_id, held["state"], created_at=held["created_at"],
                                begins_at=held.get("begins_at"), finished_at=None, run_id=None,
-                               folder=folder, requested=held["options"])
+                               folder=folder, requested=held["options"],
+                               error_message=held.get("error_message"))
     run = runs[0]
     record = inst.get_run_record_by_id(run.run_id)
     first = inst.get_run_record_by_id(runs[-1].run_id)

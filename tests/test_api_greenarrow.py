@@ -317,6 +317,20 @@ def test_an_import_scheduled_for_later_waits_and_can_be_cancelled(server):
     refused(ga(server, "POST", f"/ga/api/v2/subscriber_imports/{data['id']}/unpause"), 422, "validation_failed")
 
 
+def test_an_import_scheduled_soon_starts_on_time_as_the_apis_run(server):
+    """begins_at a few seconds ahead: the daemon's scheduled_imports sensor starts it, and its
+    run carries the API's and the key's tags like any import made over HTTP."""
+    from datetime import datetime, timedelta, timezone
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    data = create(server, 1, json_import("email\nsoon@ga.example.com\n", begins_at=soon))
+    assert data["state"] == "scheduled", data
+    done = until(server, data["id"], ("finished", "failed"), timeout=150)
+    assert done["state"] == "finished", done
+    run_id = server.cli_json("imports", "show", str(data["id"]))["run_id"]
+    tags = server.run_tags(run_id)
+    assert tags["mail_pipeline/api"] == "greenarrow" and tags["mail_pipeline/api_key"] == "full", tags
+
+
 # --- refusals, in the envelope -------------------------------------------------------------------------
 
 def test_unknown_list_and_unknown_import_are_404(server):

@@ -344,8 +344,8 @@ def test_a_stalled_upload_does_not_hold_up_other_requests_and_leaves_nothing(ser
 
 
 def test_the_chunk_timeout_answers_408_and_removes_the_partial_upload(mail_home):
-    """The stall itself, cut off: `mail-pipeline serve` waits 60 s for a chunk (with no option
-    to say less), so this runs the same application in-process with a 2 s timeout."""
+    """The stall itself, cut off: the same application as `mail-pipeline serve`, on uvicorn in
+    this process with a 2 s timeout (`serve --chunk-timeout 2`)."""
     import uvicorn
 
     from mail_pipeline import catalog, home
@@ -386,3 +386,24 @@ def test_the_chunk_timeout_answers_408_and_removes_the_partial_upload(mail_home)
     finally:
         web.should_exit = True
         thread.join(15)
+
+
+# --- the web page's forms, from elsewhere ------------------------------------------------------------
+
+def test_the_pages_forms_refuse_another_origin(server, tmp_path):
+    """The page's cookie is SameSite=Strict; a form or script on another origin of the same site
+    (another port, a sibling subdomain) is refused by its Origin, even with the visitor's key."""
+    ids = server.import_ids()
+    csv = tmp_path / "x.csv"
+    csv.write_text("email\ncsrf@example.com\n")
+    cookie = ("-H", f"Cookie: mail_pipeline_key=token full:{server.tokens['full']}")
+    form = ("-F", f"file=@{csv}", "--form-string", 'lists=["newsletter"]')
+    for origin in ("http://127.0.0.1:1", "http://evil.example", "null"):
+        reply = server.curl("-X", "POST", "/ui/imports", *cookie, "-H", f"Origin: {origin}", *form)
+        assert reply.status == 403, (origin, reply)
+    reply = server.curl("-X", "POST", "/ui/imports", *cookie, "-H", "Sec-Fetch-Site: same-site", *form)
+    assert reply.status == 403, reply
+    assert server.import_ids() == ids
+    # the page's own origin is taken
+    reply = server.curl("-X", "POST", "/ui/imports", *cookie, "-H", f"Origin: {server.base_url}", *form)
+    assert reply.status == 201, reply

@@ -294,6 +294,27 @@ def test_delete_stops_a_running_import(server, tmp_path):
     assert cleared.status == 200 and cleared.json()["data"]["status"] == "none"
 
 
+def test_an_import_paused_elsewhere_does_not_block_this_api(server, tmp_path):
+    """Paused through GreenArrow's pause (or the command line): listmonk sees a stopped import,
+    `failed`; a DELETE clears it and the next POST is taken."""
+    idle(server)
+    big = big_csv(tmp_path / "paused.csv", 600_000, "paused.example.com")
+    assert post(server, big, {"mode": "subscribe", "lists": [1]}).status == 200
+    import_id = max(server.import_ids())
+    paused = server.curl(*server.auth(), "-X", "POST", f"/ga/api/v2/subscriber_imports/{import_id}/pause")
+    assert paused.status == 200, paused
+    state = wait_for(lambda: (s := server.cli_json("imports", "show", str(import_id))["state"]) not in (
+        "scheduled", "splitting", "importing") and s, 120, 0.5, f"import {import_id} to pause")
+    assert state == "paused", server.cli_json("imports", "show", str(import_id))
+    assert status(server)["status"] == "failed"
+    cleared = server.curl(*server.auth(), "-X", "DELETE", "/api/import/subscribers")
+    assert cleared.json()["data"]["status"] == "none"
+    small = tmp_path / "after.csv"
+    small.write_text("email\nafter-pause@example.com\n")
+    assert post(server, small, {"mode": "subscribe", "lists": [1]}).status == 200
+    assert idle(server)["status"] == "finished"
+
+
 # --- keys ------------------------------------------------------------------------------------------
 
 def test_the_token_authorization_scheme_works(server):

@@ -47,7 +47,13 @@ def test_import_job_as_in_the_seed(server):
     # a network retry: the same key and body give the same job, not a second one
     again = server.curl("-X", "POST", "/v1/jobs/subscriber-imports", *_h(server, "import-2026-04-11"),
                         "-d", IMPORT_EXAMPLE)
-    assert again.status == 200 and again.json()["id"] == job["id"]
+    assert again.status == 202 and again.json()["id"] == job["id"]  # the first answer again
+    # another key's same Idempotency-Key is another client's: its own job
+    other_key = server.cli_json("tokens", "create", "other-client", "--permission", "subscribers:import")["token"]
+    theirs = server.curl("-X", "POST", "/v1/jobs/subscriber-imports", "-H", f"Authorization: Bearer {other_key}",
+                         "-H", "Idempotency-Key: import-2026-04-11", "-H", "Content-Type: application/json",
+                         "-d", IMPORT_EXAMPLE)
+    assert theirs.status == 202 and theirs.json()["id"] != job["id"]
     # the same key with another body is refused
     other = server.curl("-X", "POST", "/v1/jobs/subscriber-imports", *_h(server, "import-2026-04-11"),
                         "-d", IMPORT_EXAMPLE.replace("Ada Lovelace", "Ada King"))

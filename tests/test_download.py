@@ -97,3 +97,18 @@ def test_the_command_line_imports_a_url_and_greenarrow_url_sources(server, mail_
     result = cli("import", "--params", str(params), "--list", "news", "--json", home=mail_home)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["stats"]["subscribers"]["updated"] == 2
+
+
+def test_public_only_refuses_private_hosts_by_name_and_by_the_address_connected_to(server, tmp_path, monkeypatch):
+    """Imports over HTTP fetch public hosts only: checked on the name, and again on the address
+    actually connected to, so a name that resolves differently the second time (DNS rebinding)
+    is refused too."""
+    base, _ = server
+    url = f"{base}/list.csv"
+    with pytest.raises(MailPipelineError, match="private or local address"):
+        download.download(url, tmp_path / "a.csv", public_only=True)
+    monkeypatch.setattr(download, "_check_public", lambda host, source: None)  # "public" at the check
+    with pytest.raises(MailPipelineError, match="connected to 127.0.0.1"):
+        download.download(url, tmp_path / "b.csv", public_only=True)
+    assert not (tmp_path / "b.csv").exists()
+    assert download.download(url, tmp_path / "c.csv") == len(CSV)  # the command line may

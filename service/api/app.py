@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from mail_pipeline.errors import MailPipelineError
 from service.api import errors
 from service.api.errors import ApiError
-from service.api.uploads import Limits
+from service.api.uploads import Limits, sweep_incoming
 
 log = logging.getLogger("mail_pipeline.serve")
 
@@ -37,6 +37,9 @@ def create_app(limits: Optional[Limits] = None, dagster_url: str = "http://127.0
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.instance = jobs.instance()
+        swept = sweep_incoming()
+        if swept:
+            log.info("removed %d upload(s) left behind by an earlier server", swept)
         try:
             yield
         finally:

@@ -47,9 +47,11 @@ def _status(request: Request, run: Optional[dg.DagsterRun]) -> dict:
     state = document["state"]
     if state == "finished":
         status = "finished"
-    elif state in FINISHED_STATES:
-        status = "failed"  # (listmonk's stopped import ends failed too)
-    elif state == "paused" or run.tags.get(Tags.REQUEST) == "cancel":
+    elif state in FINISHED_STATES or state == "paused":
+        # listmonk's stopped import ends failed; a paused one (paused through another API or the
+        # command line) is stopped as far as listmonk can tell, and a DELETE clears it.
+        status = "failed"
+    elif run.tags.get(Tags.REQUEST) in ("cancel", "pause"):
         status = "stopping"
     else:
         status = "importing"

@@ -14,6 +14,7 @@ An import's uuid is derived from its id (every import has one, whichever way it 
 """
 import hashlib
 import math
+import threading
 import uuid as uuidlib
 from pathlib import Path
 from typing import Any, Optional
@@ -119,6 +120,17 @@ def _found(request: Request, value: str) -> str:
     return import_id
 
 
+# A draft's changes and its start, one at a time per import (in this server): an append cannot
+# slip in between a start's check and its run.
+_guard = threading.Lock()
+_draft_locks: dict[str, threading.Lock] = {}
+
+
+def _locked(import_id: str) -> threading.Lock:
+    with _guard:
+        return _draft_locks.setdefault(import_id, threading.Lock())
+
+
 def _draft(request: Request, import_id: str):
     try:
         return jobs.draft_options(common.inst(request), import_id)
@@ -164,10 +176,12 @@ async def update(request: Request, value: str, token=Depends(_KEY)) -> dict:
 
     def work() -> dict:
         import_id = _found(request, value)
-        _draft(request, import_id)
-        options = common.options_from(SYSTEM, _validated(body, _REQUIRED))
-        file = spool_text(options.content.encode(options.encoding, errors="replace"))
-        jobs.replace_draft(common.inst(request), import_id, options.model_copy(update={"content": None}), file)
+        with _locked(import_id):
+            _draft(request, import_id)
+            options = common.options_from(SYSTEM, _validated(body, _REQUIRED))
+            file = spool_text(options.content.encode(options.encoding, errors="replace"))
+            jobs.replace_draft(common.inst(request), import_id,
+                               options.model_copy(update={"content": None}), file)
         return {"data": _resource(request, import_id, True)}
     return await run_in_threadpool(work)
 
@@ -184,16 +198,16 @@ async def append(request: Request, value: str, token=Depends(_KEY)) -> dict:
 
     def work() -> dict:
         import_id = _found(request, value)
-        options = _draft(request, import_id)
-        text = _validated(body if not isinstance(body, dict) else
-                          {k: v for k, v in body.items()}, ("subscribers_csv",))["subscribers_csv"]
+        text = _validated(body, ("subscribers_csv",))["subscribers_csv"]
         if set(body) - {"subscribers_csv"}:
             raise ApiError(422, "Only subscribers_csv is appended.", field="subscribers_csv")
-        file = spool_text(text.encode(options.encoding, errors="replace"))
-        try:
-            drafts.append(Folder.of(import_id), file)
-        finally:
-            file.unlink(missing_ok=True)
+        with _locked(import_id):
+            options = _draft(request, import_id)
+            file = spool_text(text.encode(options.encoding, errors="replace"))
+            try:
+                drafts.append(Folder.of(import_id), file)
+            finally:
+                file.unlink(missing_ok=True)
         return {"data": _resource(request, import_id, True)}
     return await run_in_threadpool(work)
 
@@ -201,11 +215,12 @@ async def append(request: Request, value: str, token=Depends(_KEY)) -> dict:
 @router.post("/api/subscriber-imports/{value}/start", status_code=204)
 def start(request: Request, value: str, token=Depends(_KEY)) -> Response:
     import_id = _found(request, value)
-    options = _draft(request, import_id)
-    try:
-        preflight(Path(options.source), options)
-    except MailPipelineError as exc:
-        raise ApiError(422, str(exc), field="subscribers_csv") from None
-    jobs.launch_import(common.inst(request), import_id, options, detach=True,
-                       tags={Tags.API: SYSTEM, Tags.API_KEY: token.name})
+    with _locked(import_id):
+        options = _draft(request, import_id)
+        try:
+            preflight(Path(options.source), options)
+        except MailPipelineError as exc:
+            raise ApiError(422, str(exc), field="subscribers_csv") from None
+        jobs.launch_import(common.inst(request), import_id, options, detach=True,
+                           tags={Tags.API: SYSTEM, Tags.API_KEY: token.name})
     return Response(status_code=204)

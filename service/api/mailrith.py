@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,7 +23,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from assets.names import EXPORTS_PARTITIONS, Tags
+from assets.names import EXPORT_JOB, EXPORTS_PARTITIONS, IMPORT_JOB, Tags
 from mail_pipeline import home
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.exports import build_export
@@ -37,6 +38,7 @@ SYSTEM = "mailrith"
 _STATUS = {"draft": "Queued", "scheduled": "Queued", "finished": "Completed", "failed": "Failed",
            "cancelled": "Failed", "reverted": "Completed", "exporting": "Processing"}
 _FAILED_ROWS = 100
+_RUN_WAIT_SECONDS = 5.0
 # Mailrith's subscriber statuses → the export's filters.
 _EXPORT_STATUS = {"active": {"status": ["enabled"]}, "inactive": {"status": ["disabled"]},
                   "disabled": {"status": ["disabled"]}, "blocked": {"status": ["blocklisted"]},
@@ -116,7 +118,8 @@ async def create_import(request: Request, token=Depends(key(SYSTEM, IMPORT))) ->
         raise ApiError(400, "the request body must be a JSON object with csv_text and mappings",
                        code="invalid_request")
     digest = _digest(body)
-    fields = {"idempotency_key": f"mailrith-import:{idempotency}"} if idempotency else {}
+    # A key's idempotency keys are its own: another client's same key is another job.
+    fields = {"idempotency_key": f"mailrith-import:{token.name}:{idempotency}"} if idempotency else {}
     options = common.options_from(SYSTEM, body, fields)
     import_id, created = await common.create(request, SYSTEM, token, options,
                                              tags={Tags.BODY_SHA256: digest})
@@ -124,13 +127,26 @@ async def create_import(request: Request, token=Depends(key(SYSTEM, IMPORT))) ->
 
 
 async def _answer(request: Request, import_id: str, created: bool, digest: str) -> JSONResponse:
+    """The job, 202 as when it was made (a retry gets the first answer's status); a key reused
+    with another body is a 409."""
     def work() -> JSONResponse:
-        inst = common.inst(request)
-        runs = jobs.runs_of(inst, import_id)
-        if not created and runs and runs[-1].tags.get(Tags.BODY_SHA256, digest) != digest:
-            raise _conflict()
-        return JSONResponse(_import_job(request, import_id), 202 if created else 200)
+        if not created:
+            first = _first_digest(common.inst(request), import_id, jobs.runs_of, IMPORT_JOB)
+            if first not in (None, digest):
+                raise _conflict()
+        return JSONResponse(_import_job(request, import_id), 202)
     return await run_in_threadpool(work)
+
+
+def _first_digest(inst, job_id: str, runs_of, job_name: str) -> Optional[str]:
+    """The body digest the job was made with (its first run's tag). A job made a moment ago by a
+    request still in flight has no run yet: waited for a few seconds."""
+    deadline = time.monotonic() + _RUN_WAIT_SECONDS
+    while True:
+        runs = runs_of(inst, job_id, job_name)
+        if runs or time.monotonic() > deadline:
+            return runs[-1].tags.get(Tags.BODY_SHA256) if runs else None
+        time.sleep(0.2)
 
 
 @router.get("/v1/jobs/subscriber-imports/{job_id}")
@@ -200,17 +216,22 @@ async def create_export(request: Request, token=Depends(key(SYSTEM, EXPORT))) ->
     def work() -> JSONResponse:
         inst = common.inst(request)
         export_id = jobs.create_export(inst)
+        claim = f"mailrith-export:{token.name}:{idempotency}"
         if idempotency:
-            existing = home.claim_key(f"mailrith-export:{idempotency}", export_id)
+            existing = home.claim_key(claim, export_id)
             if existing is not None:
                 inst.delete_dynamic_partition(EXPORTS_PARTITIONS, export_id)
                 home.export_dir(export_id).rmdir()
-                runs = jobs.runs_of(inst, existing, "export_job")
-                if runs and runs[-1].tags.get(Tags.BODY_SHA256, digest) != digest:
+                if _first_digest(inst, existing, jobs.runs_of, EXPORT_JOB) not in (None, digest):
                     raise _conflict()
-                return JSONResponse(_export_job(request, existing), 200)
-        jobs.execute_export(inst, export_id, options, detach=True, tags={
-            Tags.API: SYSTEM, Tags.API_KEY: token.name, Tags.BODY_SHA256: digest})
+                return JSONResponse(_export_job(request, existing), 202)
+        try:
+            jobs.execute_export(inst, export_id, options, detach=True, tags={
+                Tags.API: SYSTEM, Tags.API_KEY: token.name, Tags.BODY_SHA256: digest})
+        except BaseException:
+            if idempotency:
+                home.release_key(claim, export_id)
+            raise
         return JSONResponse(_export_job(request, export_id), 202)
     return await run_in_threadpool(work)
 

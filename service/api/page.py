@@ -15,6 +15,7 @@ The page is plain HTML; its script only sends the form and writes answers with `
 Every value the server puts into HTML is escaped. The cookie is HttpOnly and SameSite=Strict, so
 another site can neither read it nor make the browser send it with a request of its own.
 """
+import asyncio
 import html
 import json
 import shutil
@@ -27,7 +28,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from mail_pipeline import catalog, logs
+from mail_pipeline import catalog, home, logs, store
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.files import read_json
 from mail_pipeline.layout import Folder
@@ -54,7 +55,9 @@ _HEADERS = {
                                "base-uri 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # (same-origin, not no-referrer: with no-referrer the browser sends "Origin: null", and the
+    # forms could not be told from another origin's)
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
@@ -111,7 +114,18 @@ async def _small_form(request: Request) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items()}
 
 
-@router.post("/signin", include_in_schema=False)
+def same_origin(request: Request) -> None:
+    """A form or script of another origin may not post here with the visitor's cookie: SameSite
+    keeps other sites out, this keeps out other origins of the same site (another port, a
+    sibling subdomain). Browsers say where a request comes from (Origin, Sec-Fetch-Site)."""
+    origin = request.headers.get("origin")
+    ours = f"{request.url.scheme}://{request.url.netloc}"
+    site = request.headers.get("sec-fetch-site")
+    if (origin is not None and origin != ours) or (origin is None and site not in (None, "same-origin", "none")):
+        raise ApiError(403, "this form may only be sent from the page itself")
+
+
+@router.post("/signin", include_in_schema=False, dependencies=[Depends(same_origin)])
 async def signin(request: Request):
     """Check the key; keep it in the cookie the page's routes read, then back to the page."""
     form = await _small_form(request)
@@ -130,7 +144,8 @@ async def signin(request: Request):
     return response
 
 
-@router.api_route("/signout", methods=["GET", "POST"], include_in_schema=False)
+@router.api_route("/signout", methods=["GET", "POST"], include_in_schema=False,
+                  dependencies=[Depends(same_origin)])
 def signout():
     response = RedirectResponse("/", 303, headers={"Cache-Control": "no-store"})
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
@@ -197,21 +212,33 @@ def dry_run(options: ImportOptions, file: Path) -> dict:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@router.post("/ui/preview", include_in_schema=False)
+# A dry run merges into the store in a transaction it rolls back, so it needs the store's file
+# lock like a writer: one at a time, and none while an import writes (answered at once rather
+# than holding a server thread for as long as the import takes).
+_previewing = asyncio.Semaphore(1)
+_BUSY = "the subscriber store is busy with an import: preview again when it has finished, or start the import (it waits its turn)"
+
+
+@router.post("/ui/preview", include_in_schema=False, dependencies=[Depends(same_origin)])
 async def preview_import(request: Request, token=Depends(_KEY)):
     upload = await read_form(request, request.app.state.limits)
     try:
         file = _upload_with_file(upload)
         options = options_from_form(upload.fields)
-        try:
-            return await run_in_threadpool(dry_run, options, file)
-        except MailPipelineError as exc:
-            raise common.refused(SYSTEM, exc, field="file") from None
+        if _previewing.locked():
+            raise ApiError(409, "another preview is running: try again in a moment")
+        async with _previewing:
+            if await run_in_threadpool(store.held, home.database_path()):
+                raise ApiError(409, _BUSY)
+            try:
+                return await run_in_threadpool(dry_run, options, file)
+            except MailPipelineError as exc:
+                raise common.refused(SYSTEM, exc, field="file") from None
     finally:
         upload.discard()
 
 
-@router.post("/ui/imports", status_code=201, include_in_schema=False)
+@router.post("/ui/imports", status_code=201, include_in_schema=False, dependencies=[Depends(same_origin)])
 async def start_import(request: Request, token=Depends(_KEY)):
     upload = await read_form(request, request.app.state.limits)
     try:

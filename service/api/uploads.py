@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +28,13 @@ class Limits:
 
     max_upload_bytes: int = 200 * 1024 * 1024
     chunk_timeout: float = 60.0   # seconds without a byte: a slow (or stalled) client is cut off
+    # A JSON body is parsed in memory, so it has a cap of its own (GreenArrow documents 10 MB
+    # for `content`); a larger file is an upload (listmonk's form), or appended in parts
+    # (Mailcoach).
+    max_json_bytes: int = 32 * 1024 * 1024
+
+    def json_cap(self) -> int:
+        return min(self.max_upload_bytes, self.max_json_bytes)
 
 
 @dataclass
@@ -61,6 +69,23 @@ def incoming_dir() -> Path:
     return path
 
 
+def sweep_incoming(older_than: float = 24 * 3600) -> int:
+    """Remove what uploads left behind when a server died mid-request (older than a day: another
+    server on this home may be receiving one now). Returns how many were removed."""
+    root = home.uploads_dir() / ".incoming"
+    if not root.is_dir():
+        return 0
+    removed, cutoff = 0, time.time() - older_than
+    for path in root.iterdir():
+        try:
+            if path.lstat().st_mtime < cutoff:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def safe_name(filename: Optional[str]) -> Optional[str]:
     """A client's file name as a label only (it never names a path here): its last component,
     control characters dropped."""
@@ -90,15 +115,17 @@ async def _chunks(request: Request, limits: Limits):
         yield chunk
 
 
-def _too_large(limits: Limits) -> ApiError:
-    return ApiError(413, f"the upload is larger than the server's limit of "
-                         f"{limits.max_upload_bytes // (1024 * 1024)} MB", code="file_too_large")
+def _too_large(cap: int, what: str = "upload") -> ApiError:
+    size = f"{cap // (1024 * 1024)} MB" if cap >= 1024 * 1024 else f"{cap} bytes"
+    return ApiError(413, f"the {what} is larger than the server's limit of {size}", code="file_too_large")
 
 
-def _check_length(request: Request, limits: Limits) -> None:
+def _check_length(request: Request, cap: int, what: str = "upload", slack: int = 0) -> None:
+    """Refused at once when the declared length is over the cap (with `slack` for the form's
+    other parts and boundaries)."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limits.max_upload_bytes + MAX_FIELD_BYTES:
-        raise _too_large(limits)
+    if declared and declared.isdigit() and int(declared) > cap + slack:
+        raise _too_large(cap, what)
 
 
 async def read_form(request: Request, limits: Limits, file_field: str = "file") -> Upload:
@@ -108,7 +135,7 @@ async def read_form(request: Request, limits: Limits, file_field: str = "file") 
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise ApiError(400, "expected a multipart/form-data body with a file part", code="bad_request")
-    _check_length(request, limits)
+    _check_length(request, limits.max_upload_bytes, slack=MAX_FIELD_BYTES)
     upload = Upload()
     state: dict[str, Any] = {"parts": 0, "size": 0, "header_field": b"", "headers": {},
                              "name": None, "value": bytearray(), "out": None, "error": None}
@@ -146,7 +173,7 @@ async def read_form(request: Request, limits: Limits, file_field: str = "file") 
         if state["out"] is not None:
             state["size"] += size
             if state["size"] > limits.max_upload_bytes:
-                raise _too_large(limits)
+                raise _too_large(limits.max_upload_bytes)
             state["out"].write(data[start:end])
         else:
             state["value"] += data[start:end]
@@ -188,12 +215,13 @@ def _abandon(state: dict, upload: Upload) -> None:
 
 async def read_json(request: Request, limits: Limits) -> Any:
     """A JSON body (any content type: clients forget the header), within the cap."""
-    _check_length(request, limits)
+    cap = limits.json_cap()
+    _check_length(request, cap, "JSON body")
     body = bytearray()
     async for chunk in _chunks(request, limits):
         body += chunk
-        if len(body) > limits.max_upload_bytes:
-            raise _too_large(limits)
+        if len(body) > cap:
+            raise _too_large(cap, "JSON body")
     if not body.strip():
         return None
     try:
