@@ -495,15 +495,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line on stderr like every other error."""
+    """argparse, but a usage mistake is one line on stderr like every other error, and flags are
+    matched exactly (argparse would take `--overwrit` for `--overwrite`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         _say(f"error: {message} (see '{self.prog} --help')")
         sys.exit(2)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("mail-pipeline")
+    except PackageNotFoundError:  # (run from a checkout that was never installed)
+        return "unknown"
+
+
 def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="mail-pipeline", description="Subscriber CSV imports on Dagster.")
+    top.add_argument("--version", action="version", version=f"mail-pipeline {_version()}")
     sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     imp = sub.add_parser("import", help="import subscribers from a CSV, TSV or ZIP file")

@@ -112,3 +112,14 @@ def test_an_import_waits_as_scheduled_while_another_writer_holds_the_store(mail_
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert json.loads(out)["stats"]["subscribers"]["added"] == 1
+
+
+def test_flags_are_matched_exactly_and_version_is_said(mail_home, tmp_path):
+    """`--overwrit` is not taken for `--overwrite` (argparse's prefixes are off), on every
+    sub-command; `--version` answers without a home."""
+    done = cli("import", "--overwrit", str(tmp_path / "x.csv"), home=mail_home)
+    assert done.returncode == 2 and "unrecognized arguments: --overwrit" in done.stderr
+    done = cli("imports", "--per", "5", home=mail_home)  # (not --per-page)
+    assert done.returncode == 2 and done.stderr.startswith("error: ")
+    done = cli("--version", home=mail_home)
+    assert done.stdout.startswith("mail-pipeline ") and done.returncode == 0
