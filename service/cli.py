@@ -473,7 +473,39 @@ def cmd_ui(args: argparse.Namespace) -> int:
         _say(f"warning: the UI has no authentication and listens on {args.host}: anyone who can "
              "reach this port can run imports and read subscribers; put it behind a proxy that "
              "signs users in")
-    return subprocess.call(command, env=env)
+    return _run_until_signalled(command, env)
+
+
+# `dagster dev` stops its webserver, daemon and code servers on SIGTERM or SIGINT; beyond this, its
+# process group is killed so that nothing is left listening.
+_UI_STOP_SECONDS = 60
+
+
+def _run_until_signalled(command: list[str], env: dict) -> int:
+    """Run `command` in a session of its own, pass it SIGTERM and SIGINT (Ctrl-C reaches only
+    this process), and return once it and what it started have exited."""
+    child = subprocess.Popen(command, env=env, start_new_session=True)
+
+    def forward(signum, frame) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:
+            try:
+                child.wait(_UI_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # whatever of its group is still there (a code server it did not stop)
+            os.killpg(child.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
