@@ -95,7 +95,8 @@ class _TooLarge(MailPipelineError):
 
 
 def download(url: str, dest: Path, on_attempt: Optional[Callable[[int], None]] = None,
-             public_only: bool = False) -> int:
+             public_only: bool = False,
+             on_retry: Optional[Callable[[int, str, float], None]] = None) -> int:
     """Fetch `url` into `dest` (whole or not at all) and return its size. A file over 200 MB is
     refused at once; any other failure is tried again per RETRY_DELAYS."""
     check_url(url, public_only)
@@ -115,6 +116,8 @@ def download(url: str, dest: Path, on_attempt: Optional[Callable[[int], None]] =
             reason = getattr(exc, "reason", None) or exc
             if attempt == attempts:
                 raise MailPipelineError(f"download failed after {attempts} attempts: {url}: {reason}") from None
+            if on_retry:  # (who follows the import sees the wait, not a stall)
+                on_retry(attempt, str(reason), RETRY_DELAYS[attempt - 1])
             time.sleep(RETRY_DELAYS[attempt - 1])
     raise AssertionError("unreachable")
 

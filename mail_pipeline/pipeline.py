@@ -41,7 +41,8 @@ def fetched(folder: Folder, url: str, on_stage: Optional[OnStage] = None,
     try:
         size = download.download(url, dest, lambda n: logs.append_log(
             folder.path, f"downloading {url} (attempt {n} of {len(download.RETRY_DELAYS) + 1})"),
-            public_only)
+            public_only, lambda n, reason, delay: logs.append_log(
+                folder.path, f"attempt {n} failed ({reason}); trying again in {delay:.0f} s"))
     finally:
         if on_stage:
             on_stage("staging", "")

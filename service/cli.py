@@ -21,13 +21,13 @@ from mail_pipeline import catalog, download, drafts, home, logs, store
 from mail_pipeline.document import listing
 from mail_pipeline.errors import DiskFull, MailPipelineError, disk_full, disk_full_message
 from mail_pipeline.exports import build_export
-from mail_pipeline.files import read_json
 from mail_pipeline.layout import Folder
 from mail_pipeline.options import ImportOptions, build
 from mail_pipeline.params import read_params
 from mail_pipeline.pipeline import content_bytes, preflight
 from mail_pipeline.preview import preview
 from mail_pipeline.retention import DEFAULT_DAYS, purged_at
+from service import progress
 
 def _runs():
     """The job service (Dagster and the definitions are imported here, on first need)."""
@@ -90,24 +90,6 @@ def _spool(data: Optional[bytes] = None) -> Path:
         else:
             f.write(data)
     return Path(f.name)
-
-
-def _watch(import_id: str, done: threading.Event) -> None:
-    """Show progress on stderr from what the stages write, until the run ends."""
-    folder, last = Folder.of(import_id), None
-    while not done.wait(0.5):
-        validation = read_json(folder.validation)
-        progress = read_json(folder.progress)
-        if progress:
-            line = (f"import {import_id}: importing, batch {progress['batch']}/{progress['batches']}, "
-                    f"{progress['records_imported']}/{validation['number_of_records']} records")
-        elif validation:
-            line = f"import {import_id}: read {validation['number_of_records']} records, merging"
-        else:
-            line = f"import {import_id}: reading"
-        if line != last:
-            _say(line)
-            last = line
 
 
 def _source(args: argparse.Namespace, options: ImportOptions) -> tuple[Union[Path, str], bool]:
@@ -186,7 +168,7 @@ def _follow(inst, import_id: str, as_json: bool, run) -> dict:
     done = threading.Event()
     if not as_json:
         _say(f"import {import_id}: started")
-        threading.Thread(target=_watch, args=(import_id, done), daemon=True).start()
+        threading.Thread(target=progress.watch, args=(import_id, done), daemon=True).start()
 
     def pause(signum, frame) -> None:  # Dagster would turn the interrupt into a failed run
         runs = _runs()
