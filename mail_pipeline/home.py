@@ -1,4 +1,6 @@
-"""Where everything lives: one home folder (spec §1), `MAIL_PIPELINE_HOME`, default `./.mail_pipeline`."""
+"""Where everything lives: one home folder (spec §1). Like git's `.git`, it is found, not made:
+`MAIL_PIPELINE_HOME`, else the nearest `.mail_pipeline` in the current folder or above it. Only
+commands that write make one (`./.mail_pipeline`); the command line decides which those are."""
 import hashlib
 import os
 import re
@@ -10,13 +12,43 @@ from mail_pipeline.errors import MailPipelineError
 # Import ids become folder names and Dagster partition keys, so they are kept to a safe alphabet.
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
+ENV = "MAIL_PIPELINE_HOME"
+FOLDER = ".mail_pipeline"
+
+
 def location() -> Path:
-    """Where the home folder is, without creating it (for reads: a read never writes)."""
-    return Path(os.environ.get("MAIL_PIPELINE_HOME", ".mail_pipeline")).resolve()
+    """Where the home folder is, without creating it (for reads: a read never writes):
+    `MAIL_PIPELINE_HOME`, else the nearest `.mail_pipeline` in the current folder or above it,
+    else `./.mail_pipeline`, where a command that writes makes one."""
+    named = os.environ.get(ENV)
+    if named:
+        return Path(named).expanduser().resolve()
+    return nearest(Path.cwd()) or (Path.cwd() / FOLDER).resolve()
+
+
+def nearest(start: Path) -> Optional[Path]:
+    """The `.mail_pipeline` folder in `start` or the closest folder above it, if there is one."""
+    for folder in (start, *start.parents):
+        if (folder / FOLDER).is_dir():
+            return (folder / FOLDER).resolve()
+    return None
+
+
+def existing() -> Path:
+    """The home, which must exist already (a command that only reads): else one sentence
+    saying where none was found and how to make one."""
+    path = location()
+    if path.is_dir():
+        return path
+    if os.environ.get(ENV):
+        raise MailPipelineError(f"no mail-pipeline home at {path}: {ENV} names a folder that does "
+                                "not exist; run 'mail-pipeline import FILE' to make it")
+    raise MailPipelineError(f"no mail-pipeline home here: no {FOLDER} in {Path.cwd()} or above it, "
+                            f"and {ENV} is not set; run 'mail-pipeline import FILE' to make one")
 
 
 def home() -> Path:
-    """The home folder, created on first use."""
+    """The home folder, created on first use (by commands that write)."""
     path = location()
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -50,10 +50,15 @@ def write_category_logs(folder: Path, outcomes: list[Path], duplicates: pl.DataF
                 _write_emails(out[category], emails)
         counts["skipped_duplicate"] = duplicates.height
         _write_emails(out["skipped_duplicate"], duplicates.sort("row"))
-    failed_rows = pl.read_parquet(failed)  # a part per chunk read, so never none
-    counts["failed"] = failed_rows.height
-    write_text(log_path(folder, "failed"), _failed_csv(failed_rows, header))
+    counts["failed"] = write_failed_log(folder, failed, header)
     return counts
+
+
+def write_failed_log(folder: Path, failed: list[Path], header: list[str]) -> int:
+    """The `failed` log from the validated stage's failed parts; returns how many rows failed."""
+    failed_rows = pl.read_parquet(failed)  # a part per chunk read, so never none
+    write_text(log_path(folder, "failed"), _failed_csv(failed_rows, header))
+    return failed_rows.height
 
 
 def _write_emails(out, emails: pl.DataFrame) -> None:

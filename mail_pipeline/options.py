@@ -4,16 +4,17 @@ The model is plain Pydantic so the core stays free of Dagster; the Dagster layer
 import job's `Config`, which is why the launchpad shows exactly these fields. The seed systems'
 request bodies are translated into it by `params`.
 """
+import codecs
+import math
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mail_pipeline.errors import MailPipelineError
 
 MODES = ("subscribe", "blocklist")
 SUBSCRIPTION_STATUSES = ("unconfirmed", "confirmed", "unsubscribed", "bounced", "deactivated",
                          "complained")
-ENCODINGS = ("utf-8", "iso-8859-1")
 EMAIL_FORMATS = ("html", "text", "both")
 DATE_FORMATS = ("mdy", "dmy")
 
@@ -61,20 +62,33 @@ class ImportOptions(BaseModel):
     replace_tags: bool = Field(False, description="The file's tags replace the stored ones (Mailcoach).")
     tags: list[str] = Field([], description="Tags given to every added or updated subscriber (Mailrith new_tag_name).")
     default_custom_fields: dict[str, Any] = Field({}, description="Custom field values for new subscribers that the file leaves empty (GreenArrow).")
-    delimiter: str = Field(",", description="The field separator, one character (tab: \"\\t\").")
+    delimiter: Optional[str] = Field(None, description="The field separator, one character (tab: \"\\t\"); when not given, detected among , ; tab and | (a .tsv is tab-separated).")
     quote: str = Field('"', description="The quote character.")
-    encoding: str = Field("utf-8", description="utf-8 or iso-8859-1.")
+    encoding: Optional[str] = Field(None, description="Any codec name Python knows (utf-8, iso-8859-1, cp1252, utf-16...); when not given, detected: UTF-8, UTF-16 with a BOM, else Windows-1252 or ISO-8859-1.")
     header: bool = Field(True, description="The first line names the columns.")
     mapping: Optional[list[str]] = Field(None, description="Positional mapping: one field or custom field name per column, empty to skip (GreenArrow column_mapping).")
     column_map: dict[str, str] = Field({}, description="Named mapping: CSV column -> field; only these columns are imported (Mailrith mappings).")
     date_format: str = Field("mdy", description="mdy or dmy: how 05/11/2014 reads (GreenArrow).")
     subscriber_limit: Optional[int] = Field(None, description="Add no subscribers beyond this total.")
+    max_failed: Optional[str] = Field(None, description="Fail the import before any write when more rows than this fail validation: a number of rows (\"10\") or a percentage of the records read (\"5%\").")
     idempotency_key: Optional[str] = Field(None, description="The same key returns the import it first created (Mailrith).")
     public_urls_only: bool = Field(False, description="Fetch a URL source (and its redirects) only from public addresses; set for imports made over HTTP.")
     begins_at: Optional[str] = Field(None, description="When to start (GreenArrow begins_at); used by the command line, a run starts at once.")
     # Rows per transaction: each batch costs a pass over the store, so batches are large; a
     # crash still loses at most one batch of work (about a second) and progress shows per batch.
     batch_size: int = Field(500_000, description="Rows per transaction of the merge.")
+
+    @field_validator("max_failed", mode="before")
+    @classmethod
+    def _max_failed_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    def too_many_failed(self, failed: int, number_of_records: int) -> bool:
+        """Whether `failed` rows of `number_of_records` are more than `max_failed` allows."""
+        if self.max_failed is None:
+            return False
+        amount, percent = _max_failed(self.max_failed)
+        return failed * 100 > amount * number_of_records if percent else failed > amount
 
     def effective_subscription_status(self) -> str:
         """listmonk's default: unconfirmed when subscribing, unsubscribed when blocklisting."""
@@ -83,9 +97,40 @@ class ImportOptions(BaseModel):
         return "unsubscribed" if self.mode == "blocklist" else "unconfirmed"
 
 
-def normalize_delimiter(value: str) -> str:
-    """`tab` and a typed backslash-t both mean a tab."""
+def normalize_delimiter(value: Optional[str]) -> Optional[str]:
+    """`tab` and a typed backslash-t both mean a tab (None, not given, means detect it)."""
     return "\t" if value in ("tab", "\\t") else value
+
+
+# Python's names for the two encodings the spec names, spelt as the spec does.
+_SPELLINGS = {"iso8859-1": "iso-8859-1", "utf-8-sig": "utf-8"}
+
+
+def normalize_encoding(name: str) -> str:
+    """A codec name Python knows (`latin1`, `windows-1252`, `UTF_16`...) as one spelling of it
+    (`iso-8859-1`, `cp1252`, `utf-16`); refused in one sentence when Python knows none."""
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, TypeError):
+        raise MailPipelineError(f"invalid encoding {name!r}: Python knows no codec of that name "
+                                "(e.g. utf-8, iso-8859-1, cp1252, utf-16)") from None
+    if not getattr(info, "_is_text_encoding", True):  # base64, zlib, rot13...
+        raise MailPipelineError(f"invalid encoding {name!r}: not a text encoding")
+    return _SPELLINGS.get(info.name, info.name)
+
+
+def _max_failed(value: str) -> tuple[float, bool]:
+    """`max_failed` as (amount, is a percentage): `10` rows or `5%` of the records read."""
+    text = value.strip()
+    percent = text.endswith("%")
+    try:
+        amount = float(text[:-1]) if percent else int(text)
+    except ValueError:
+        amount = -1
+    if not 0 <= amount <= (100 if percent else math.inf):
+        raise MailPipelineError(f"invalid max_failed {value!r}: give a number of rows (10) or a "
+                                "percentage of the records read (5%)")
+    return amount, percent
 
 
 def _one_of(name: str, value: Optional[str], allowed: tuple[str, ...]) -> None:
@@ -98,9 +143,10 @@ def check(options: ImportOptions) -> ImportOptions:
     """Refuse options that cannot work, with listmonk's wording where it has one."""
     options = options.model_copy(update={
         "delimiter": normalize_delimiter(options.delimiter),
-        "encoding": options.encoding.lower().replace("_", "-").replace("latin-1", "iso-8859-1"),
+        "encoding": None if options.encoding is None else normalize_encoding(options.encoding),
     })
-    if len(options.delimiter) != 1 or options.delimiter in "\r\n":
+    if options.delimiter is not None and (len(options.delimiter) != 1
+                                          or options.delimiter in "\r\n"):
         raise MailPipelineError("invalid delimiter: must be a single character")
     if options.quote not in ('"', "'"):
         raise MailPipelineError("invalid quote: must be \" or '")
@@ -109,7 +155,6 @@ def check(options: ImportOptions) -> ImportOptions:
     if options.mode not in MODES:
         raise MailPipelineError("invalid mode: must be 'subscribe' or 'blocklist'")
     _one_of("subscription_status", options.subscription_status, SUBSCRIPTION_STATUSES)
-    _one_of("encoding", options.encoding, ENCODINGS)
     _one_of("email_format", options.email_format, EMAIL_FORMATS)
     _one_of("date_format", options.date_format, DATE_FORMATS)
     if not options.header and not options.mapping:
@@ -118,6 +163,8 @@ def check(options: ImportOptions) -> ImportOptions:
         raise MailPipelineError("give either a positional mapping or a named one, not both")
     if options.batch_size < 1:
         raise MailPipelineError("invalid batch_size: must be at least 1")
+    if options.max_failed is not None:
+        _max_failed(options.max_failed)
     if options.subscriber_limit is not None and options.subscriber_limit < 0:
         raise MailPipelineError("invalid subscriber_limit: must not be negative")
     if any(not name.strip() for name in options.lists):

@@ -25,7 +25,7 @@ class _Body(BaseModel):
 class ListmonkParams(_Body):
     mode: str = "subscribe"
     subscription_status: Optional[str] = None
-    delim: str = ","
+    delim: Optional[str] = None  # left out: detected
     lists: list[Union[int, str]] = []
     overwrite: bool = False
 
@@ -55,8 +55,8 @@ class GreenArrowFileSource(_Body):
 
 class GreenArrowFileFormat(_Body):
     csv_has_headers: bool = True
-    character_set: str = "utf-8"
-    csv_field_separator: str = ","
+    character_set: Optional[str] = None  # these two left out: detected
+    csv_field_separator: Optional[str] = None
     csv_field_enclosure: str = '"'
     date_format: str = "mdy"
 
@@ -90,7 +90,7 @@ class GreenArrowImport(_Body):
             "overwrite_when_status": self.overwrite_when_status.model_dump(),
             "mapping": self.column_mapping, "default_custom_fields": self.default_custom_fields,
             "header": self.file_format.csv_has_headers,
-            "encoding": self.file_format.character_set.lower(),
+            "encoding": self.file_format.character_set and self.file_format.character_set.lower(),
             "delimiter": self.file_format.csv_field_separator,
             "quote": self.file_format.csv_field_enclosure,
             "date_format": self.file_format.date_format.lower(),

@@ -34,7 +34,8 @@ def fetched(folder: Folder, url: str, on_stage: Optional[OnStage] = None,
             public_only: bool = False) -> Path:
     """A URL source, downloaded into the import's folder (state `downloading` meanwhile)."""
     download.check_url(url, public_only)
-    suffix = ".zip" if urllib.parse.urlsplit(url).path.lower().endswith(".zip") else ".csv"
+    path = urllib.parse.urlsplit(url).path.lower()
+    suffix = next((s for s in (".zip", ".tsv") if path.endswith(s)), ".csv")  # (.tsv: tabs)
     dest = folder.download(suffix)
     if on_stage:
         on_stage("downloading", url)
@@ -52,12 +53,14 @@ def fetched(folder: Folder, url: str, on_stage: Optional[OnStage] = None,
 
 def content_bytes(options: ImportOptions) -> bytes:
     """Inline CSV text (GreenArrow's `file_source.content`, Mailcoach's `subscribers_csv`,
-    Mailrith's `csv_text`) as the bytes of a file in the import's declared encoding."""
+    Mailrith's `csv_text`) as the bytes of a file in the import's declared encoding (UTF-8
+    when none is declared)."""
+    encoding = options.encoding or "utf-8"
     try:
-        return options.content.encode(options.encoding)
+        return options.content.encode(encoding)
     except UnicodeEncodeError as exc:
         raise MailPipelineError(f"the inline CSV holds {exc.object[exc.start:exc.end]!r}, which "
-                                f"{options.encoding.upper()} cannot encode") from None
+                                f"{encoding.upper()} cannot encode") from None
 
 
 def with_content_saved(options: ImportOptions, path: Path) -> ImportOptions:
@@ -65,7 +68,8 @@ def with_content_saved(options: ImportOptions, path: Path) -> ImportOptions:
     data = content_bytes(options)
     with replacing(path) as tmp:
         tmp.write_bytes(data)
-    return options.model_copy(update={"source": str(path), "content": None})
+    return options.model_copy(update={"source": str(path), "content": None,
+                                      "encoding": options.encoding or "utf-8"})
 
 
 def load_options(folder: Folder) -> ImportOptions:
@@ -85,14 +89,20 @@ def columns_of(first_record: list[str], options: ImportOptions) -> list[str]:
 def preflight(source: Path, options: ImportOptions) -> mapping.Mapping:
     """Everything that can be refused from the options and the file's first record, checked
     before the import writes anything."""
-    columns = columns_of(staging.preview_columns(source, options), options)
-    return mapping.resolve(columns, options)
+    return settle(source, options)[1]
+
+
+def settle(source: Path, options: ImportOptions) -> tuple[ImportOptions, mapping.Mapping]:
+    """The options with the file's delimiter and encoding settled (detected from its start when
+    not given) and the mapping of its columns, or the reason the file cannot be imported."""
+    start = staging.preview(source, options)
+    columns = columns_of(start.record, start.options)
+    return start.options, mapping.resolve(columns, start.options)
 
 
 def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = None,
-              on_stage: Optional[OnStage] = None, dry_run: bool = False) -> dict:
-    """Stage 1, the raw file: copy the source into the import's folder as UTF-8 CSV, and give
-    the target lists their ids (a list is created on first use; a dry run creates none).
+              on_stage: Optional[OnStage] = None) -> dict:
+    """Stage 1, the raw file: copy the source into the import's folder as UTF-8 CSV.
 
     Once an attempt has committed rows, the import is pinned: a re-execution resumes from the
     file and options staged the first time, whatever the source or the config says now.
@@ -108,10 +118,9 @@ def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = N
             raise MailPipelineError("no source: give a file path, or CSV text as `content`")
         source = (fetched(folder, options.source, on_stage, options.public_urls_only)
                   if "://" in options.source else Path(options.source))
-    preflight(source, options)
+    given = options
+    options, _ = settle(source, options)  # the staged options hold what was detected
     staged = staging.stage_source(source, folder.source, options)
-    if not dry_run:  # every import passes here, whatever launched it
-        catalog.ensure_lists(options.lists)
     metadata = {"path": str(staged.path), "size": staged.size, "sha256": staged.sha256,
                 "origin": staged.origin, "lines": staged.lines - (1 if options.header else 0),
                 "longest_line": staged.longest_line}
@@ -119,6 +128,10 @@ def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = N
                                      "line_endings": staged.line_endings, "staged": metadata})
     logs.append_log(folder.path, f"importing {staged.origin!r}: mode {options.mode}, lists "
                     f"{', '.join(options.lists) or '(none)'}, overwrite {str(options.overwrite).lower()}")
+    if given.delimiter is None:
+        logs.append_log(folder.path, f"detected delimiter {options.delimiter!r}")
+    if given.encoding is None:
+        logs.append_log(folder.path, f"detected encoding {options.encoding}")
     return metadata
 
 
@@ -155,7 +168,21 @@ def validate_import(folder: Folder, rows_per_chunk: int = ROWS_PER_CHUNK) -> dic
         logs.append_log(folder.path, line)
     logs.append_log(folder.path, f"read {summary['number_of_records']} records: {summary['valid']} "
                     f"valid, {summary['failed']} failed, {summary['skipped_duplicate']} duplicates")
+    if options.too_many_failed(summary["failed"], summary["number_of_records"]):
+        _refuse_failed(folder, options, summary)
     return summary
+
+
+def _refuse_failed(folder: Folder, options: ImportOptions, summary: dict) -> None:
+    """More rows failed than `max_failed` allows: the import stops before the merge, with the
+    failed log written so the person can read why."""
+    logs.write_failed_log(folder.path, parts(folder.failed), summary["columns"])
+    where = (f"read them with: mail-pipeline imports logs {folder.import_id} failed"
+             if not folder.import_id.startswith("preview-")
+             else f"read them in {logs.log_path(folder.path, 'failed')}")
+    raise MailPipelineError(f"{summary['failed']} of {summary['number_of_records']} rows failed "
+                            f"validation, more than --max-failed {options.max_failed} allows, so "
+                            f"nothing was written; {where}")
 
 
 def _validate(folder: Folder, options: ImportOptions, columns: list[str],
@@ -219,6 +246,11 @@ def merge_import(folder: Folder, database: Path,
     others = options.unsubscribe_others and summary["failed"] == 0
     if options.unsubscribe_others and not others:
         logs.append_log(folder.path, f"not unsubscribing others: {summary['failed']} rows failed")
+    if not dry_run:
+        # Every import passes here, whatever launched it. The target lists get their ids (a list
+        # is created on first use) here rather than when staging, so that an import refused
+        # before the merge (`max_failed`) writes nothing; a dry run creates none.
+        catalog.ensure_lists(options.lists)
     waited = False
 
     def wait(what: str) -> None:  # the import is `scheduled` until the store is its

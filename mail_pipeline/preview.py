@@ -13,7 +13,7 @@ def preview(options: ImportOptions) -> dict:
     of the logs it would write."""
     folder = pipeline.Folder.preview()
     started = _now()
-    pipeline.stage_raw(folder, options, dry_run=True)  # creates no list
+    pipeline.stage_raw(folder, options)
     pipeline.validate_import(folder)
     pipeline.merge_import(folder, home.database_path(), dry_run=True)
     pipeline.write_import_logs(folder)

@@ -25,6 +25,12 @@ NOT_CSV = "invalid file: not a CSV or ZIP"
 LONGEST_LINE = 2 << 20
 
 
+def delimiter_of(options: ImportOptions) -> str:
+    """The delimiter the staged file is read with: staging settles it (given or detected); options
+    that never went through staging (not given) mean a comma."""
+    return options.delimiter or ","
+
+
 def read_header(path: Path, options: ImportOptions) -> list[str]:
     """The first record's cells, trimmed: the header's names (or, without one, the width)."""
     with open(path, encoding="utf-8", errors="replace", newline="") as f:
@@ -38,7 +44,7 @@ MAX_COLUMNS = 10_000
 
 def first_record(text: TextIO, options: ImportOptions) -> list[str]:
     try:
-        for row in csv.reader(text, delimiter=options.delimiter, quotechar=options.quote):
+        for row in csv.reader(text, delimiter=delimiter_of(options), quotechar=options.quote):
             if len(row) > MAX_COLUMNS:
                 raise MailPipelineError(f"invalid file: the first record has more than "
                                         f"{MAX_COLUMNS} fields")
@@ -93,7 +99,7 @@ def read_chunks(path: Path, options: ImportOptions, width: int, line_endings: st
             " auto_detect=false, strict_mode=true, null_padding=false, ignore_errors=true,"
             " store_rejects=true, all_varchar=true, parallel=true)",
             # skip counts records, not lines: a header with a quoted newline is one record.
-            params=[str(path), 1 if options.header else 0, options.delimiter,
+            params=[str(path), 1 if options.header else 0, delimiter_of(options),
                     options.quote, options.quote, columns],
         ).to_arrow_reader(min(rows_per_chunk, 1 << 30))
         for rows in _gathered(batches, rows_per_chunk):
@@ -165,7 +171,7 @@ def _record_at(path: Path, position: int, options: ImportOptions) -> list[str]:
         start = position if raw.read(1) in (b"\n", b"\r") or position == 0 else position - 1
         raw.seek(start)
         text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
-        return next(csv.reader(text, delimiter=options.delimiter, quotechar=options.quote), [])
+        return next(csv.reader(text, delimiter=delimiter_of(options), quotechar=options.quote), [])
 
 
 def _is_blank(cells: list[str]) -> bool:
@@ -259,7 +265,7 @@ def _read_with_python(path: Path, options: ImportOptions, width: int) -> Records
     with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
         lines = _Lines(f)
         while True:
-            reader = csv.reader(lines, delimiter=options.delimiter, quotechar=options.quote,
+            reader = csv.reader(lines, delimiter=delimiter_of(options), quotechar=options.quote,
                                 strict=True)
             try:
                 for cells in reader:
@@ -276,7 +282,7 @@ def _read_with_python(path: Path, options: ImportOptions, width: int) -> Records
                 lines.pending.extendleft(reversed(taken[1:]))
                 start, line = line, line + 1
                 loose = next(csv.reader([_BAD_BYTE.sub("\ufffd", taken[0])],
-                                        delimiter=options.delimiter, quotechar=options.quote), [])
+                                        delimiter=delimiter_of(options), quotechar=options.quote), [])
                 if skip_header:
                     skip_header = False
                 else:

@@ -4,8 +4,10 @@ Dagster is imported only when a command needs the instance, so `--help`, a refus
 dry run answer without paying for it.
 """
 import argparse
+import difflib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -58,6 +60,7 @@ def _options(args: argparse.Namespace) -> ImportOptions:
         "subscribe_unsubscribed": True if args.subscribe_unsubscribed else None,
         "unsubscribe_others": True if args.unsubscribe_others else None,
         "replace_tags": True if args.replace_tags else None, "begins_at": args.at,
+        "max_failed": args.max_failed,
     }
     fields.update({k: v for k, v in flags.items() if v is not None})
     if args.source:  # a source on the line wins over inline CSV text in the params file
@@ -256,7 +259,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _finish(document: dict, as_json: bool) -> int:
-    """Print the import document; the exit code says whether the import failed."""
+    """Print the import document and what to look at next; the exit code says whether the
+    import failed (an import where every row failed counts: it imported nothing)."""
     _print_document(document, as_json)
     if document["state"] == "paused":
         return 1  # (how to resume was said when it paused)
@@ -264,7 +268,46 @@ def _finish(document: dict, as_json: bool) -> int:
         _say(f"error: import {document['id']} {document['state']}: "
              f"{document['error_message'] or 'see its log'}")
         return 1
+    stats = document["stats"]
+    if document["state"] == "finished" and stats["number_of_records"] and (
+            stats["subscribers"]["failed"] == stats["number_of_records"]):
+        _say(f"error: import {document['id']}: all {stats['number_of_records']} rows failed; read "
+             f"why with: mail-pipeline imports logs {document['id']} failed")
+        return 1
+    if document["state"] == "finished" and not as_json:
+        print(f"next: {_next_step(document)}")
     return 0
+
+
+# After an import, what to look at next: the first category of this table that has rows.
+_GATED = "overwrite_when_status (--params) says which subscriptions an overwrite may change"
+_NEXT_STEPS = (
+    ("failed", "{rows} failed: read why with 'mail-pipeline imports logs {id} failed'"),
+    ("skipped_overwrite", ("{rows} {were} skipped_overwrite (already on the lists): import again "
+                           "with --overwrite to update them")),
+    ("skipped_unsubscribed", ("{rows} {were} skipped_unsubscribed (they had unsubscribed): "
+                              "--subscribe-unsubscribed re-subscribes them")),
+    ("skipped_blocklisted", ("{rows} {were} skipped_blocklisted: a blocklisted subscriber is never "
+                             "re-subscribed ('mail-pipeline imports logs {id} skipped_blocklisted')")),
+    ("skipped_over_limit", "{rows} {were} skipped_over_limit: raise --subscriber-limit to add them"),
+    ("skipped_active", "{rows} {were} skipped_active: " + _GATED),
+    ("skipped_bounced", "{rows} {were} skipped_bounced: " + _GATED),
+    ("skipped_deactivated", "{rows} {were} skipped_deactivated: " + _GATED),
+    ("skipped_scomp", "{rows} {were} skipped_scomp: " + _GATED),
+    ("skipped_duplicate", ("{rows} {were} skipped_duplicate (an email seen earlier in the file, "
+                           "the first kept): 'mail-pipeline imports logs {id} skipped_duplicate'")),
+)
+
+
+def _next_step(document: dict) -> str:
+    """One line of advice after an import (the table above), else where its subscribers are."""
+    counts = document["stats"]["subscribers"]
+    for category, advice in _NEXT_STEPS:
+        n = counts.get(category)
+        if n:
+            return advice.format(rows=f"{n} row" + ("" if n == 1 else "s"),
+                                 were="was" if n == 1 else "were", id=document["id"])
+    return "'mail-pipeline lists' shows the lists and their subscriber counts"
 
 
 def _dry_run(options: ImportOptions, as_json: bool) -> int:
@@ -350,7 +393,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     path = logs.log_path(folder.path, category)
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     if args.json:
-        print(json.dumps({"id": args.id, "category": category, "content": text}))
+        print(json.dumps({"id": args.id, "category": category, "content": text}, indent=2))
     else:
         sys.stdout.write(text)
     return 0
@@ -368,11 +411,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{result['num_records']} imports (page {result['page']} of {max(result['num_pages'], 1) - 1}, scope {args.scope})")
+    # Pages are counted from 1 here and from 0 in --json and --page (GreenArrow's): both shown.
+    if not result["num_records"]:
+        print(f"0 imports (scope {args.scope})")
+        return 0
+    noun = "import" if result["num_records"] == 1 else "imports"
+    print(f"{result['num_records']} {noun}, page {result['page'] + 1} of {result['num_pages']} "
+          f"(--page {result['page']}, {result['per_page']} per page; scope {args.scope})")
+    if not result["data"]:
+        print(f"  (no imports on this page: the last is --page {result['num_pages'] - 1})")
+        return 0
+    print(f"  {'id':>6}  {'state':<10} {'created':<21} {'added':>7} {'updated':>7} {'failed':>7}  source")
     for d in result["data"]:
         s = d["stats"]["subscribers"]
         print(f"  {d['id']:>6}  {d['state']:<10} {d['created_at'] or '-':<21} "
-              f"added {s['added']}, updated {s['updated']}, failed {s['failed']}  {d['source']}")
+              f"{s['added']:>7} {s['updated']:>7} {s['failed']:>7}  {d['source']}")
     return 0
 
 
@@ -436,7 +489,7 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
 def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     catalog.revoke_token(args.name)
     if args.json:
-        print(json.dumps({"name": args.name, "revoked": True}))
+        print(json.dumps({"name": args.name, "revoked": True}, indent=2))
     else:
         print(f"API key {args.name!r} revoked")
     return 0
@@ -520,6 +573,47 @@ class _Parser(argparse.ArgumentParser):
         _say(f"error: {message} (see '{self.prog} --help')")
         sys.exit(2)
 
+    def _check_value(self, action, value):
+        # An unknown choice (a sub-command, --scope …) names the closest one.
+        try:
+            super()._check_value(action, value)
+        except argparse.ArgumentError as exc:
+            close = _closest(value, action.choices or ())
+            if not close:
+                raise
+            raise argparse.ArgumentError(action, f"{exc.message}; did you mean {close!r}?") from None
+
+
+def _closest(value, allowed) -> Optional[str]:
+    """The allowed value a mistyped one most likely meant, if one is close enough and closer
+    than any other (`dym` is as close to `mdy` as to `dmy`: no guess)."""
+    typed = str(value).lower()
+    scores = sorted(((difflib.SequenceMatcher(None, typed, str(a)).ratio(), str(a)) for a in allowed),
+                    reverse=True)
+    if not scores or scores[0][0] < 0.6 or (len(scores) > 1 and scores[1][0] == scores[0][0]):
+        return None
+    return scores[0][1]
+
+
+def _did_you_mean(message: str, args: argparse.Namespace) -> str:
+    """`; did you mean 'blocklist'?` when the error is about a value typed on the line that is
+    close to an allowed one (the core's own sentences stay as they are: the HTTP APIs say them)."""
+    from mail_pipeline.exports import FORMATS
+    from mail_pipeline.options import DATE_FORMATS, MODES, SUBSCRIPTION_STATUSES
+    from mail_pipeline.values import SUBSCRIBER_STATUSES
+    choices = (("mode", "mode", MODES), ("subscription_status", "subscription_status", SUBSCRIPTION_STATUSES),
+               ("date_format", "date_format", DATE_FORMATS), ("format", "format", FORMATS),
+               ("status", "status", SUBSCRIBER_STATUSES), ("category", "log", logs.LOGS),
+               ("permission", "permission", catalog.PERMISSIONS))
+    for attribute, named, allowed in choices:
+        typed = getattr(args, attribute, None)
+        for value in typed if isinstance(typed, list) else [typed]:
+            if isinstance(value, str) and value not in allowed and re.search(rf"\b{named}\b", message):
+                close = _closest(value, allowed)
+                if close:
+                    return f"; did you mean {close!r}?"
+    return ""
+
 
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -529,20 +623,62 @@ def _version() -> str:
         return "unknown"
 
 
-def parser() -> argparse.ArgumentParser:
-    top = _Parser(prog="mail-pipeline", description="Subscriber CSV imports on Dagster.")
-    top.add_argument("--version", action="version", version=f"mail-pipeline {_version()}")
-    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+_EXAMPLES = """\
+examples:
+  mail-pipeline import subscribers.csv --list newsletter
+  mail-pipeline imports                       the recent imports
+  mail-pipeline imports show 3                import 3's document: its state and counts
+  mail-pipeline imports logs 3 failed         the rows of import 3 that failed, and why
+  mail-pipeline lists                         the lists and their subscriber counts
+  mail-pipeline export --list newsletter --format jsonl --out newsletter.jsonl
+  mail-pipeline ui                            the Dagster UI and daemon, on http://127.0.0.1:3000
 
-    imp = sub.add_parser("import", help="import subscribers from a CSV, TSV or ZIP file")
-    imp.add_argument("source", nargs="?", help="file, '-' for standard input")
+The home folder (the store, the imports' files, the Dagster instance) is MAIL_PIPELINE_HOME, else
+the nearest .mail_pipeline in the current folder or above it, as git finds .git. Commands that
+write (import, lists create, tokens create, ui, serve) make ./.mail_pipeline when there is none;
+the others say so and exit 2. Plain output names the home in its first line.
+"""
+
+_IMPORT_EXAMPLES = """\
+examples:
+  mail-pipeline import subscribers.csv --list newsletter
+  mail-pipeline import - --list newsletter < subscribers.csv
+  mail-pipeline import https://example.com/subscribers.zip --list newsletter --detach
+  mail-pipeline import people.csv --list newsletter --overwrite --max-failed 5%
+  mail-pipeline import people.csv --no-header --mapping 'email,name,,First Name'
+  mail-pipeline import people.csv --map 'E-post=email' --map 'Namn=name'
+  mail-pipeline import bounces.csv --mode blocklist
+  mail-pipeline import people.csv --list newsletter --dry-run
+  mail-pipeline import --params listmonk-params.json people.csv
+
+After the import, a line starting 'next:' says what to look at next. The exit code is 0 when the
+import finished, 1 when it failed, was cancelled or paused, or every row failed, and 2 when the
+command was refused (nothing was imported).
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    top = _Parser(prog="mail-pipeline", description="Subscriber CSV imports on Dagster.",
+                  epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--version", action="version", version=f"mail-pipeline {_version()}",
+                     help="print the version and exit")
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    imp = sub.add_parser("import", help="import subscribers from a CSV, TSV or ZIP file",
+                         description="Import subscribers from a CSV, TSV or ZIP file, and wait "
+                                     "for the import to finish.",
+                         epilog=_IMPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    imp.add_argument("source", nargs="?", help="the file to import (.csv, .tsv, .txt or .zip), "
+                     "'-' for standard input, or an http(s) URL")
     imp.add_argument("--list", action="append", help="target list (repeatable; created on first use)")
     imp.add_argument("--mode", help="subscribe (default) or blocklist")
     imp.add_argument("--subscription-status", help="unconfirmed, confirmed or unsubscribed")
     imp.add_argument("--overwrite", action="store_true", help="update existing subscribers")
-    imp.add_argument("--delimiter", help="one character; 'tab' for tabs")
+    imp.add_argument("--delimiter", help="one character; 'tab' for tabs (default: detected "
+                     "among , ; tab |; a .tsv file means tab)")
     imp.add_argument("--quote", help="\" (default) or '")
-    imp.add_argument("--encoding", help="utf-8 (default) or iso-8859-1")
+    imp.add_argument("--encoding", help="any codec name Python knows, e.g. utf-8, cp1252, "
+                     "latin1, utf-16 (default: detected)")
     imp.add_argument("--no-header", action="store_true", help="the file has no header row")
     imp.add_argument("--mapping", help="positional mapping, e.g. 'email,name,First Name'")
     imp.add_argument("--map", action="append", metavar="'COLUMN=FIELD'",
@@ -555,6 +691,9 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--unsubscribe-others", action="store_true",
                      help="unsubscribe the target lists' subscribers absent from the file")
     imp.add_argument("--subscriber-limit", type=int, help="add no subscribers beyond this total")
+    imp.add_argument("--max-failed", metavar="N|P%",
+                     help="fail before writing anything when more rows than this fail validation: "
+                          "a number of rows, or a percentage of the records read (5%%)")
     imp.add_argument("--idempotency-key", help="the same key returns the existing import")
     imp.add_argument("--params", help="JSON body of a listmonk, GreenArrow, Mailcoach or Mailrith "
                      "import, or the canonical options (the launchpad's config)")
@@ -569,35 +708,39 @@ def parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_import)
 
     imps = sub.add_parser("imports", help="list imports, or show one, or read its logs")
-    imps.add_argument("--scope", choices=["recent", "active", "finished", "all"], default="recent")
+    imps.add_argument("--scope", choices=["recent", "active", "finished", "all"], default="recent",
+                      help="recent (default: unfinished, or finished in the last 14 days), active, "
+                           "finished or all")
     imps.add_argument("--list", help="only imports into this list")
-    imps.add_argument("--page", type=int, default=0)
-    imps.add_argument("--per-page", type=int, default=100)
+    imps.add_argument("--page", type=int, default=0,
+                      help="the page to show, counted from 0 as in --json (shown as page 1 of N)")
+    imps.add_argument("--per-page", type=int, default=100, help="imports per page (default 100, at most 500)")
     imps.set_defaults(func=cmd_list)
     isub = imps.add_subparsers(dest="action", parser_class=_Parser)
     show = isub.add_parser("show", help="the import document")
-    show.add_argument("id")
+    show.add_argument("id", help="the import's id")
     show.set_defaults(func=cmd_show)
     log = isub.add_parser("logs", help="an import's log, or one category's log")
-    log.add_argument("id")
-    log.add_argument("category", nargs="?")
+    log.add_argument("id", help="the import's id")
+    log.add_argument("category", nargs="?", help="failed, added, updated, a skipped_* category, or "
+                     "log (default: the plain-text log)")
     log.set_defaults(func=cmd_logs)
     controls = []
     for what, text in (("pause", "pause an import after its current batch"),
                        ("cancel", "cancel an import for good after its current batch")):
         control_parser = isub.add_parser(what, help=text)
-        control_parser.add_argument("id")
+        control_parser.add_argument("id", help="the import's id")
         control_parser.set_defaults(func=cmd_stop, what=what)
         controls.append(control_parser)
     res = isub.add_parser("resume", help="carry on with a paused or interrupted import")
-    res.add_argument("id")
+    res.add_argument("id", help="the import's id")
     res.set_defaults(func=cmd_resume)
     app = isub.add_parser("append", help="add the rows of a CSV file to a draft import")
-    app.add_argument("id")
-    app.add_argument("source")
+    app.add_argument("id", help="the draft import's id")
+    app.add_argument("source", help="a CSV file with the same columns as the draft's")
     app.set_defaults(func=cmd_append)
     sta = isub.add_parser("start", help="run a draft import")
-    sta.add_argument("id")
+    sta.add_argument("id", help="the draft import's id")
     sta.add_argument("--detach", action="store_true", help="only queue it for the daemon")
     sta.set_defaults(func=cmd_start)
 
@@ -618,31 +761,31 @@ def parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=cmd_lists)
     lsub = lst.add_subparsers(dest="action", parser_class=_Parser)
     lcreate = lsub.add_parser("create", help="create a list (an import also creates its lists)")
-    lcreate.add_argument("name")
+    lcreate.add_argument("name", help="the new list's name")
     lcreate.set_defaults(func=cmd_lists_create)
 
     tok = sub.add_parser("tokens", help="API keys: create, list, revoke")
     tsub = tok.add_subparsers(dest="action", required=True, parser_class=_Parser)
     tcreate = tsub.add_parser("create", help="create an API key; its token is shown once")
-    tcreate.add_argument("name")
+    tcreate.add_argument("name", help="the key's name (the user name of Basic authentication)")
     tcreate.add_argument("--permission", action="append",
                          help=f"{' or '.join(catalog.PERMISSIONS)} (repeatable; default: both)")
     tcreate.set_defaults(func=cmd_tokens_create)
     tlist = tsub.add_parser("list", help="the API keys (never their tokens)")
     tlist.set_defaults(func=cmd_tokens_list)
     trevoke = tsub.add_parser("revoke", help="delete an API key; it stops working at once")
-    trevoke.add_argument("name")
+    trevoke.add_argument("name", help="the key's name")
     trevoke.set_defaults(func=cmd_tokens_revoke)
 
     ui = sub.add_parser("ui", help="the Dagster UI and daemon on this home")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=3000)
+    ui.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=3000, help="the port to listen on (default 3000)")
     ui.set_defaults(func=cmd_ui)
 
     srv = sub.add_parser("serve", help="the listmonk, GreenArrow, Mailcoach and Mailrith HTTP APIs "
                          "and the web page, on this home")
-    srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8080, help="the port to listen on (default 8080)")
     srv.add_argument("--max-upload-mb", type=float, default=200,
                      help="the largest upload or request body taken (default 200 MB)")
     srv.add_argument("--chunk-timeout", type=float, default=60,
@@ -665,14 +808,50 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+# The commands that write: they make the home in the current folder when none is found. Every
+# other command only reads, and without a home says so (it would only report an empty one).
+_MAKE_HOME = (cmd_import, cmd_lists_create, cmd_tokens_create, cmd_ui, cmd_serve)
+# Commands whose stdout is data for a file or a pipe: they name the home on stderr instead.
+_DATA_ON_STDOUT = (cmd_logs, cmd_tokens_create)
+
+
+def _use_home(args: argparse.Namespace) -> None:
+    """Find the home (a reading command needs one already) and pin it in the environment, so
+    that everything this process starts (`dagster dev`, the daemon, code servers and the run
+    workers they start) uses the same one whatever its working folder. Plain output names it in
+    its first line, once the command has something to say (an error alone stays one line)."""
+    path = home.location() if args.func in _MAKE_HOME else home.existing()
+    os.environ[home.ENV] = str(path)
+    if not args.json:
+        sys.stdout = _NamesHome(sys.stdout, f"home: {path}",
+                                sys.stderr if args.func in _DATA_ON_STDOUT else None)
+
+
+class _NamesHome:
+    """stdout, which writes `home: PATH` (to itself, or to `elsewhere`) before its first text."""
+
+    def __init__(self, stream, line: str, elsewhere=None) -> None:
+        self.stream, self.line, self.elsewhere = stream, line, elsewhere
+
+    def write(self, text: str) -> int:
+        if self.line and text:
+            print(self.line, file=self.elsewhere or self.stream, flush=True)
+            self.line = None
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `… | head` ends quietly, as Unix tools do
     args = parser().parse_args(argv)
     args.json = getattr(args, "json", False)
     try:
+        _use_home(args)
         return args.func(args)
     except MailPipelineError as exc:
-        _say(f"error: {exc}")
+        _say(f"error: {exc}{_did_you_mean(str(exc), args)}")
         return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         _say("interrupted")

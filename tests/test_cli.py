@@ -43,6 +43,7 @@ def test_errors_are_one_line_on_stderr_without_traceback(mail_home, tmp_path):
     binary.write_bytes(b"\x7fELF\x00\x00\x00")
     no_email = tmp_path / "no_email.csv"
     no_email.write_text("contact,name\nx@example.com,X\n")
+    mail_home.mkdir()  # (`imports show` reads: without a home it would say there is none)
     cases = [
         (("import", str(binary)), "error: invalid file: not a CSV or ZIP"),
         (("import", str(SAMPLE), "--delimiter", "::"), "error: invalid delimiter: must be a single character"),

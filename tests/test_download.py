@@ -63,8 +63,11 @@ def test_a_failing_url_is_tried_three_times(server):
     state["fail"] = 2
     import_id, stats = run_import(None, source=f"{base}/flaky.csv")
     assert categories(stats) == {"added": 2} and state["hits"] == 3
-    attempts = [line for line in log_lines(import_id, "log") if "attempt" in line]
+    attempts = [line for line in log_lines(import_id, "log") if "(attempt" in line]
     assert [a.split("(")[1] for a in attempts] == ["attempt 1 of 3)", "attempt 2 of 3)", "attempt 3 of 3)"]
+    waits = [line.split(" ", 2)[2] for line in log_lines(import_id, "log") if "trying again" in line]
+    assert waits == ["attempt 1 failed (Service Unavailable); trying again in 0 s",
+                     "attempt 2 failed (Service Unavailable); trying again in 0 s"]
     state["fail"], state["hits"] = 3, 0
     with pytest.raises(MailPipelineError, match="download failed after 3 attempts: .*Service Unavailable"):
         run_import(None, source=f"{base}/flaky.csv")

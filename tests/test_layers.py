@@ -39,6 +39,7 @@ def test_a_deployers_instance_is_used_as_it_is(tmp_path, mail_home, monkeypatch)
     yaml = "# the deployer's own\nconcurrency:\n  pools:\n    granularity: op\ntelemetry:\n  enabled: false\n"
     (dagster_home / "dagster.yaml").write_text(yaml)
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    mail_home.mkdir()  # (a read needs a home: it never makes one)
     assert cli("imports", "--json", home=mail_home).returncode == 0
     assert (dagster_home / "dagster.yaml").read_text() == yaml  # never rewritten
     assert not (mail_home / "dagster").exists()                  # no embedded instance beside it
@@ -57,6 +58,7 @@ def test_a_broken_instance_is_one_sentence(tmp_path, mail_home, monkeypatch):
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text("run_coordinator: [\n")
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    mail_home.mkdir()  # (a read needs a home: it never makes one)
     result = cli("imports", home=mail_home)
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: the Dagster instance in {dagster_home} cannot be opened: ")

@@ -80,10 +80,12 @@ def _details(document: dict) -> dict:
     status = options.get("subscription_status")
     return {**_summary(document), "stats": document["stats"],
             "error_message": document["error_message"],
-            "file_format": {"character_set": options.get("encoding", "utf-8"),
+            # (before the file is staged, a separator or character set not given reads as
+            # GreenArrow's defaults; once staged, as detected)
+            "file_format": {"character_set": options.get("encoding") or "utf-8",
                             "csv_has_headers": options.get("header", True),
                             "csv_field_enclosure": options.get("quote", '"'),
-                            "csv_field_separator": options.get("delimiter", ","),
+                            "csv_field_separator": options.get("delimiter") or ",",
                             "date_format": options.get("date_format", "mdy")},
             "subscriber_defaults": {"status": _DEFAULT_STATUS.get(status or "unconfirmed", status)},
             "overwrite": options.get("overwrite", False),

@@ -179,7 +179,7 @@ async def update(request: Request, value: str, token=Depends(_KEY)) -> dict:
         with _locked(import_id):
             _draft(request, import_id)
             options = common.options_from(SYSTEM, _validated(body, _REQUIRED))
-            file = spool_text(options.content.encode(options.encoding, errors="replace"))
+            file = spool_text(options.content.encode(options.encoding or "utf-8", errors="replace"))
             jobs.replace_draft(common.inst(request), import_id,
                                options.model_copy(update={"content": None}), file)
         return {"data": _resource(request, import_id, True)}
@@ -203,7 +203,7 @@ async def append(request: Request, value: str, token=Depends(_KEY)) -> dict:
             raise ApiError(422, "Only subscribers_csv is appended.", field="subscribers_csv")
         with _locked(import_id):
             options = _draft(request, import_id)
-            file = spool_text(text.encode(options.encoding, errors="replace"))
+            file = spool_text(text.encode(options.encoding or "utf-8", errors="replace"))
             try:
                 drafts.append(Folder.of(import_id), file)
             finally:

@@ -176,7 +176,7 @@ def options_from_form(fields: dict[str, str]) -> ImportOptions:
     canonical = {"lists": list(dict.fromkeys(n.strip() for n in lists if n.strip())),
                  "mode": fields.get("mode") or "subscribe",
                  "overwrite": fields.get("overwrite", "").lower() in ("true", "on", "1", "yes"),
-                 "delimiter": fields.get("delimiter") or ","}
+                 "delimiter": fields.get("delimiter") or None}  # (none given: detected)
     if fields.get("subscription_status"):
         canonical["subscription_status"] = fields["subscription_status"]
     try:
