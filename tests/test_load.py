@@ -58,6 +58,7 @@ def test_commands_started_together_on_a_new_home_all_work(mail_home):
     import sys
     env = dict(os.environ, MAIL_PIPELINE_HOME=str(mail_home))
     env.pop("DAGSTER_HOME", None)
+    mail_home.mkdir(parents=True)  # (a home with nothing in it yet: reads need one to exist)
     procs = [subprocess.Popen([sys.executable, "-m", "service.cli", "imports", "--json"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(6)]
