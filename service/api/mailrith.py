@@ -131,19 +131,19 @@ async def _answer(request: Request, import_id: str, created: bool, digest: str) 
     with another body is a 409."""
     def work() -> JSONResponse:
         if not created:
-            first = _first_digest(common.inst(request), import_id, jobs.runs_of, IMPORT_JOB)
+            first = _first_digest(common.inst(request), import_id, IMPORT_JOB)
             if first not in (None, digest):
                 raise _conflict()
         return JSONResponse(_import_job(request, import_id), 202)
     return await run_in_threadpool(work)
 
 
-def _first_digest(inst, job_id: str, runs_of, job_name: str) -> Optional[str]:
+def _first_digest(inst, job_id: str, job_name: str) -> Optional[str]:
     """The body digest the job was made with (its first run's tag). A job made a moment ago by a
     request still in flight has no run yet: waited for a few seconds."""
     deadline = time.monotonic() + _RUN_WAIT_SECONDS
     while True:
-        runs = runs_of(inst, job_id, job_name)
+        runs = jobs.runs_of(inst, job_id, job_name)
         if runs or time.monotonic() > deadline:
             return runs[-1].tags.get(Tags.BODY_SHA256) if runs else None
         time.sleep(0.2)
@@ -222,7 +222,7 @@ async def create_export(request: Request, token=Depends(key(SYSTEM, EXPORT))) ->
             if existing is not None:
                 inst.delete_dynamic_partition(EXPORTS_PARTITIONS, export_id)
                 home.export_dir(export_id).rmdir()
-                if _first_digest(inst, existing, jobs.runs_of, EXPORT_JOB) not in (None, digest):
+                if _first_digest(inst, existing, EXPORT_JOB) not in (None, digest):
                     raise _conflict()
                 return JSONResponse(_export_job(request, existing), 202)
         try:
