@@ -100,8 +100,7 @@ def document(request: Request, system: str, import_id: str) -> dict:
     try:
         return jobs.document(inst(request), import_id)
     except MailPipelineError as exc:
-        raise ApiError(404, f"import {import_id} not found", code="not_found") if "not found" in str(exc) \
-            else refused(system, exc)
+        raise refused(system, exc) from None  # ("import N not found" is the 404)
 
 
 def log_text(import_id: str, category: str) -> Optional[str]:
