@@ -1,8 +1,10 @@
 """Every name the Dagster layer and the job service share: jobs, the store's pool, run tags and
 the shape of a run's config. Spelled once, here."""
 import re
+from typing import TYPE_CHECKING
 
-from mail_pipeline.options import ImportOptions
+if TYPE_CHECKING:  # (the readers of run records import this module, and need no Pydantic)
+    from mail_pipeline.options import ImportOptions
 
 IMPORT_JOB = "import_job"
 EXPORT_JOB = "export_job"
@@ -41,7 +43,7 @@ class Tags:
     BODY_SHA256 = "mail_pipeline/body_sha256"  # the request body an idempotency key was first used with
 
 
-def import_run_config(options: ImportOptions) -> dict:
+def import_run_config(options: "ImportOptions") -> dict:
     """The launchpad's config for an import: the canonical options on the raw_file step."""
     return {"ops": {"raw_file": {"config": options.model_dump()}}}
 
@@ -51,7 +53,7 @@ def options_of(run_config: dict) -> dict:
     return ((run_config or {}).get("ops", {}).get("raw_file", {}).get("config")) or {}
 
 
-def readable_tags(options: ImportOptions) -> dict[str, str]:
+def readable_tags(options: "ImportOptions") -> dict[str, str]:
     """Tags a person reads in the runs list: the source file's name and the lists."""
     source = options.source or ("(inline CSV)" if options.content is not None else "")
     name = source if "://" in source else re.split(r"[\\/]", source)[-1]

@@ -10,7 +10,7 @@ from assets.names import IMPORT_JOB, Tags, import_run_config, pending_key, reada
 from assets.partitions import imports_partitions
 from mail_pipeline import home, inbox
 from mail_pipeline.options import ImportOptions
-from mail_pipeline.times import iso_utc
+from mail_pipeline.clock import iso_utc
 
 
 @dg.sensor(job=import_job, minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING,

@@ -163,14 +163,14 @@ def cli() -> str:
 
 def child_import(source: str, *lists: str) -> None:
     """In the child: load the code, then time only the import itself."""
-    from service import jobs as runs
+    from service import jobs as runs, state
     from mail_pipeline.options import build
 
     inst = runs.instance()
     started = time.perf_counter()
     import_id, _ = runs.create_import(inst)
     run = runs.launch_import(inst, import_id, build({"source": source, "lists": list(lists)}), detach=False)
-    document = runs.document(inst, import_id)
+    document = state.document(state.records(), import_id)
     seconds = time.perf_counter() - started
     if document["state"] != "finished":
         raise SystemExit(f"import {import_id} {document['state']}: {document['error_message']}")

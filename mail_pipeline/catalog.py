@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Optional
 
 from mail_pipeline import home
 from mail_pipeline.errors import MailPipelineError
-from mail_pipeline.times import iso_utc
+from mail_pipeline.clock import iso_utc
 
 FILE_NAME = "catalog.sqlite"
 PERMISSIONS = ("subscribers:import", "subscribers:export")

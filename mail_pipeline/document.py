@@ -4,12 +4,20 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
-from mail_pipeline import logs
 from mail_pipeline.files import read_json
-from mail_pipeline.layout import Folder
-from mail_pipeline.times import iso_utc
+from mail_pipeline.layout import CATEGORIES, Folder
+from mail_pipeline.clock import iso_utc
 
 FINISHED_STATES = ("finished", "failed", "cancelled", "reverted")
+
+
+def stats(number_of_records: int, counts: dict[str, int], records_imported: int) -> dict:
+    """GreenArrow's stats shape, with every category present."""
+    return {
+        "number_of_records": number_of_records,
+        "records_imported": records_imported,
+        "subscribers": {c: int(counts.get(c, 0)) for c in CATEGORIES},
+    }
 
 
 def import_document(import_id: str, state: str, *, created_at: Optional[str], begins_at: Optional[str],
@@ -22,22 +30,22 @@ def import_document(import_id: str, state: str, *, created_at: Optional[str], be
     folder = folder or Folder.of(import_id)
     saved = read_json(folder.options) or {"options": requested or {}}
     options = saved.get("options", {})
-    stats = read_json(folder.stats)
-    if stats is None:
+    counts = read_json(folder.stats)
+    if counts is None:
         validation = read_json(folder.validation)
         progress = read_json(folder.progress, {})
         if validation:
             done = progress.get("records_imported",
                                 validation["failed"] + validation["skipped_duplicate"])
-            stats = logs.stats(validation["number_of_records"], {}, done)
+            counts = stats(validation["number_of_records"], {}, done)
         else:
-            stats = logs.stats(0, {}, 0)
-            stats["number_of_records"] = None
+            counts = stats(0, {}, 0)
+            counts["number_of_records"] = None
     return {
         "id": import_id, "state": state, "created_at": created_at, "begins_at": begins_at,
         "finished_at": finished_at, "lists": options.get("lists", []),
         "error_message": error_message if state == "failed" else None, "run_id": run_id,
-        "stats": stats, "source": saved.get("origin", options.get("source")), "options": options,
+        "stats": counts, "source": saved.get("origin", options.get("source")), "options": options,
         **({"waiting_for": waiting_for} if waiting_for and state == "scheduled" else {}),
     }
 

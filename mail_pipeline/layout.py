@@ -11,6 +11,23 @@ from pathlib import Path
 
 from mail_pipeline import home
 
+# Every row ends in one category (spec §3); each has its log.
+CATEGORIES = (
+    "added", "updated", "failed", "skipped_overwrite", "skipped_active", "skipped_unsubscribed",
+    "skipped_scomp", "skipped_bounced", "skipped_deactivated", "skipped_duplicate",
+    "skipped_over_limit", "skipped_blocklisted",
+)
+EMAIL_CATEGORIES = tuple(c for c in CATEGORIES if c != "failed")
+# Logs beside the categories: Mailcoach's unsubscribe_others lists whom it unsubscribed.
+LOGS = (*CATEGORIES, "unsubscribed_others", "log")
+
+
+def log_path(folder: Path, category: str) -> Path:
+    """Where a category's log lives: `failed.csv`, `log.txt`, or `<category>.txt`."""
+    if category == "failed":
+        return folder / "logs" / "failed.csv"
+    return folder / "logs" / f"{category}.txt"
+
 
 @dataclass(frozen=True)
 class Folder:

@@ -11,28 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from mail_pipeline.files import replacing, write_text
-from mail_pipeline.merge import CATEGORIES
-
-EMAIL_CATEGORIES = tuple(c for c in CATEGORIES if c != "failed")
-# Logs beside the categories: Mailcoach's unsubscribe_others lists whom it unsubscribed.
-LOGS = (*CATEGORIES, "unsubscribed_others", "log")
-
-
-def log_path(folder: Path, category: str) -> Path:
-    """Where a category's log lives: `failed.csv`, `log.txt`, or `<category>.txt`."""
-    if category == "failed":
-        return folder / "logs" / "failed.csv"
-    return folder / "logs" / f"{category}.txt"
-
-
-def stats(number_of_records: int, counts: dict[str, int], records_imported: int) -> dict:
-    """GreenArrow's stats shape, with every category present."""
-    return {
-        "number_of_records": number_of_records,
-        "records_imported": records_imported,
-        "subscribers": {c: int(counts.get(c, 0)) for c in CATEGORIES},
-    }
-
+from mail_pipeline.layout import CATEGORIES, EMAIL_CATEGORIES, log_path
 
 def write_category_logs(folder: Path, outcomes: list[Path], duplicates: pl.DataFrame,
                         failed: list[Path], header: list[str]) -> dict[str, int]:

@@ -20,11 +20,6 @@ import polars as pl
 from mail_pipeline.files import replacing
 from mail_pipeline.options import ImportOptions
 
-CATEGORIES = (
-    "added", "updated", "failed", "skipped_overwrite", "skipped_active", "skipped_unsubscribed",
-    "skipped_scomp", "skipped_bounced", "skipped_deactivated", "skipped_duplicate",
-    "skipped_over_limit", "skipped_blocklisted",
-)
 
 # The overwrite gate looks at the subscriber's subscriptions on the target lists; the most
 # restrictive one decides (a complaint outranks a bounce, which outranks an unsubscribe).

@@ -14,6 +14,7 @@ import polars as pl
 
 from mail_pipeline import (catalog, control, download, logs, mapping, merge, reading, reuse, staging,
                            store, validation)
+from mail_pipeline.document import stats
 from mail_pipeline.layout import Folder
 from mail_pipeline.files import read_json, replacing, write_json
 from mail_pipeline.errors import MailPipelineError
@@ -290,7 +291,7 @@ def write_import_logs(folder: Folder) -> dict:
     counts = logs.write_category_logs(folder.path, merge.outcome_files(folder.outcomes),
                                       pl.read_parquet(folder.duplicates), parts(folder.failed),
                                       summary["columns"])
-    result = logs.stats(summary["number_of_records"], counts, summary["number_of_records"])
+    result = stats(summary["number_of_records"], counts, summary["number_of_records"])
     others = merge.unsubscribed_others(folder.outcomes)
     if others is not None:  # Mailcoach's unsubscribe_others ran
         logs.write_email_log(folder.path, "unsubscribed_others", others)

@@ -5,7 +5,7 @@ its files go to `previews/` under the home, and the merge is rolled back."""
 from mail_pipeline import home, pipeline
 from mail_pipeline.document import import_document
 from mail_pipeline.options import ImportOptions
-from mail_pipeline.times import iso_utc
+from mail_pipeline.clock import iso_utc
 
 
 def preview(options: ImportOptions) -> dict:

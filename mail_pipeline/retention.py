@@ -9,7 +9,7 @@ from typing import Optional
 from mail_pipeline import home
 from mail_pipeline.files import read_json, write_json
 from mail_pipeline.layout import Folder
-from mail_pipeline.times import iso_utc
+from mail_pipeline.clock import iso_utc
 
 DEFAULT_DAYS = 7
 

@@ -4,7 +4,6 @@ Every accepted shape is one chrono format (Polars' `str.to_datetime` with `exact
 attempt costs about as much as a successful one, so a few cheap checks first route each value to
 the one format its shape allows; an attempt on a masked-out (null) value costs nothing.
 """
-from datetime import datetime, timezone
 from functools import partial
 
 import polars as pl
@@ -117,7 +116,3 @@ def _attempt(text: pl.Expr, rows: pl.Expr, fmt: str) -> pl.Expr:
         return parsed.dt.convert_time_zone("UTC")
     return parsed.dt.replace_time_zone("UTC")
 
-
-def iso_utc(when: "datetime | None" = None) -> str:
-    """A moment (default: now) as the documents write it: ISO 8601, UTC, to the second."""
-    return (when or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,7 +1,9 @@
 """The `mail-pipeline` command line (spec §2), on top of the job service (`service.jobs`).
 
-Dagster is imported only when a command needs the instance, so `--help`, a refused option and a
-dry run answer without paying for it.
+Reading commands (`imports`, `imports show`, `imports logs`, `lists`, `--help`, `--version`)
+import neither Dagster, Polars, DuckDB nor Pandera: they read the run records with SQL
+(`service.state`) and the import's files. Dagster is imported when a command writes through the
+instance, the data libraries when a command reads or writes data.
 """
 import argparse
 import difflib
@@ -17,19 +19,17 @@ import threading
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
-from mail_pipeline import catalog, download, drafts, home, logs, store
+from mail_pipeline import catalog, home, layout
 from mail_pipeline.document import listing
 from mail_pipeline.errors import DiskFull, MailPipelineError, disk_full, disk_full_message
-from mail_pipeline.exports import build_export
 from mail_pipeline.layout import Folder
-from mail_pipeline.options import ImportOptions, build
-from mail_pipeline.params import read_params
-from mail_pipeline.pipeline import content_bytes, preflight
-from mail_pipeline.preview import preview
 from mail_pipeline.retention import DEFAULT_DAYS, purged_at
-from service import progress
+from service import progress, state
+
+if TYPE_CHECKING:
+    from mail_pipeline.options import ImportOptions
 
 def _runs():
     """The job service (Dagster and the definitions are imported here, on first need)."""
@@ -42,12 +42,18 @@ def _runs():
     return jobs
 
 
+def _document(import_id: str) -> dict:
+    return state.document(state.records(), import_id)
+
+
 def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _options(args: argparse.Namespace) -> ImportOptions:
+def _options(args: argparse.Namespace) -> "ImportOptions":
     """Options from `--params`, then the flags given on the line, which win."""
+    from mail_pipeline.options import build
+    from mail_pipeline.params import read_params
     fields = read_params(args.params) if args.params else {}
     flags = {
         "lists": args.list or None, "mode": args.mode, "subscription_status": args.subscription_status,
@@ -95,8 +101,10 @@ def _spool(data: Optional[bytes] = None) -> Path:
     return Path(f.name)
 
 
-def _source(args: argparse.Namespace, options: ImportOptions) -> tuple[Union[Path, str], bool]:
+def _source(args: argparse.Namespace, options: "ImportOptions") -> tuple[Union[Path, str], bool]:
     """The file to import, and whether it is a spooled copy (stdin or inline CSV text)."""
+    from mail_pipeline import download
+    from mail_pipeline.pipeline import content_bytes
     source = args.source or options.source
     if options.content is not None and not args.source:
         return _spool(content_bytes(options)), True
@@ -111,6 +119,8 @@ def _source(args: argparse.Namespace, options: ImportOptions) -> tuple[Union[Pat
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from mail_pipeline import drafts
+    from mail_pipeline.pipeline import preflight
     options = _options(args)
     when = drafts.parse_when(options.begins_at, options.date_format) if options.begins_at else None
     later = when is not None and when > datetime.now(timezone.utc)
@@ -144,7 +154,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             path.unlink(missing_ok=True)
         if not args.json:
             _say(f"import {import_id}: already created with this idempotency key")
-        return _finish(runs.document(inst, import_id), args.json)
+        return _finish(_document(import_id), args.json)
     if now:
         return _finish(_follow(inst, import_id, args.json,
                                lambda: runs.launch_import(inst, import_id, options, detach=False)), args.json)
@@ -161,7 +171,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         said = "queued; the Dagster daemon starts it (mail-pipeline ui)"
     if not args.json:
         _say(f"import {import_id}: {said}")
-    _print_document(runs.document(inst, import_id), args.json)
+    _print_document(_document(import_id), args.json)
     return 0
 
 
@@ -174,10 +184,9 @@ def _follow(inst, import_id: str, as_json: bool, run) -> dict:
         threading.Thread(target=progress.watch, args=(import_id, done), daemon=True).start()
 
     def pause(signum, frame) -> None:  # Dagster would turn the interrupt into a failed run
-        runs = _runs()
-        started = runs.runs_of(inst, import_id)
+        started = state.runs_of(state.records(), import_id)
         if started:
-            runs.request(inst, started[0], "pause")
+            _runs().request(inst, started[0].run_id, "pause")
         _say(f"import {import_id}: pausing after the batch in progress; resume with: "
              f"mail-pipeline imports resume {import_id}")
 
@@ -198,7 +207,7 @@ def _follow(inst, import_id: str, as_json: bool, run) -> dict:
         sys.stderr = quiet.stream
         signal.signal(signal.SIGINT, previous)
         done.set()
-    return _runs().document(inst, import_id)
+    return _document(import_id)
 
 
 class _QuietEventLog:
@@ -230,23 +239,22 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_append(args: argparse.Namespace) -> int:
-    runs = _runs()
-    inst = runs.instance()
-    runs.draft_options(inst, args.id)  # only a draft takes more rows
+    from mail_pipeline import drafts
+    state.draft_options(state.records(), args.id)  # only a draft takes more rows
     added = drafts.append(Folder.of(args.id), Path(args.source).expanduser().resolve())
     if not args.json:
         _say(f"import {args.id}: {added} bytes appended")
-    _print_document(runs.document(inst, args.id), args.json)
+    _print_document(_document(args.id), args.json)
     return 0
 
 
 def cmd_start(args: argparse.Namespace) -> int:
     runs = _runs()
     inst = runs.instance()
-    options = runs.draft_options(inst, args.id)
+    options = state.draft_options(state.records(), args.id)
     if args.detach:
         runs.launch_import(inst, args.id, options, detach=True)
-        _print_document(runs.document(inst, args.id), args.json)
+        _print_document(_document(args.id), args.json)
         return 0
     return _finish(_follow(inst, args.id, args.json,
                            lambda: runs.launch_import(inst, args.id, options, detach=False)), args.json)
@@ -310,7 +318,8 @@ def _next_step(document: dict) -> str:
     return "'mail-pipeline lists' shows the lists and their subscriber counts"
 
 
-def _dry_run(options: ImportOptions, as_json: bool) -> int:
+def _dry_run(options: "ImportOptions", as_json: bool) -> int:
+    from mail_pipeline.preview import preview
     """Every stage but the write, outside Dagster: nothing is recorded as a run or an import."""
     if not as_json:
         _say("dry run: reading, checking and merging in a transaction that is rolled back")
@@ -346,6 +355,7 @@ def _print_document(document: dict, as_json: bool) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from mail_pipeline.exports import build_export
     fields = {"lists": args.list or [], "status": args.status or [],
               "subscription_status": args.subscription_status or [], "search": args.search,
               "cold_only": args.cold_only, "format": args.format, "gzip": args.gzip, "out": args.out}
@@ -359,7 +369,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.json:
         _say(f"export {export_id}: started")
     runs.execute_export(inst, export_id, options)
-    document = runs.export_doc(inst, export_id)
+    document = state.export_doc(state.records(), export_id)
     if args.json:
         print(json.dumps(document, indent=2))
     else:
@@ -374,15 +384,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    runs = _runs()
-    _print_document(runs.document(runs.instance(), args.id), args.json)
+    _print_document(_document(args.id), args.json)
     return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     category = args.category or "log"
-    if category not in logs.LOGS:
-        raise MailPipelineError(f"unknown log {category!r}: use " + ", ".join(logs.LOGS))
+    if category not in layout.LOGS:
+        raise MailPipelineError(f"unknown log {category!r}: use " + ", ".join(layout.LOGS))
     folder = Folder.of(args.id)
     if not folder.path.is_dir():
         raise MailPipelineError(f"import {args.id} not found")
@@ -390,7 +399,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if when:
         raise MailPipelineError(f"import {args.id}: its logs were purged on {when} (logs are kept "
                                 f"{DEFAULT_DAYS} days after an import finishes, unless configured)")
-    path = logs.log_path(folder.path, category)
+    path = layout.log_path(folder.path, category)
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     if args.json:
         print(json.dumps({"id": args.id, "category": category, "content": text}, indent=2))
@@ -404,9 +413,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         raise MailPipelineError("invalid per_page: must be between 1 and 500")
     if args.page < 0:
         raise MailPipelineError("invalid page: pages start at 0")
-    runs = _runs()
-    inst = runs.instance()
-    documents = [runs.document(inst, i) for i in runs.all_import_ids(inst)]
+    documents = state.documents(state.records())
     result = listing(documents, args.scope, args.list, args.page, args.per_page)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -431,6 +438,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_lists(args: argparse.Namespace) -> int:
     # Read-only and without waiting: while an import writes the store, its counts are "busy".
+    # (The one reading command that imports DuckDB: the counts live in the store, nowhere else.)
+    from mail_pipeline import store
     counts = store.list_counts(home.database_path()) if home.location().is_dir() else {}
     if counts is None:
         _say("the subscriber store is busy (an import is writing to it): counts are not shown")
@@ -603,7 +612,7 @@ def _did_you_mean(message: str, args: argparse.Namespace) -> str:
     from mail_pipeline.values import SUBSCRIBER_STATUSES
     choices = (("mode", "mode", MODES), ("subscription_status", "subscription_status", SUBSCRIPTION_STATUSES),
                ("date_format", "date_format", DATE_FORMATS), ("format", "format", FORMATS),
-               ("status", "status", SUBSCRIBER_STATUSES), ("category", "log", logs.LOGS),
+               ("status", "status", SUBSCRIBER_STATUSES), ("category", "log", layout.LOGS),
                ("permission", "permission", catalog.PERMISSIONS))
     for attribute, named, allowed in choices:
         typed = getattr(args, attribute, None)

@@ -17,7 +17,6 @@ import json
 import os
 import sys
 import threading
-import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,30 +32,21 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from assets.names import (EXPORT_JOB, IMPORT_JOB, IMPORTS_PARTITIONS, EXPORTS_PARTITIONS, POOL,
-                          Tags, import_run_config, options_of, pending_key, readable_tags)
+                          Tags, import_run_config, pending_key, readable_tags)
 from mail_pipeline import drafts, home, retention
-from mail_pipeline.document import import_document
+from mail_pipeline.document import FINISHED_STATES
 from mail_pipeline.errors import MailPipelineError, first_line
-from mail_pipeline.exports import ExportOptions, export_document
+from mail_pipeline.exports import ExportOptions
 from mail_pipeline.layout import Folder
 from mail_pipeline.options import ImportOptions
-from mail_pipeline.times import iso_utc
-from service import process
+from mail_pipeline.clock import iso_utc
+from service import process, state
+from service.records import Run
 from service.instance import instance, location_name, pools_per_op  # noqa: F401 (instance: for callers)
 
-_STATES = {
-    dg.DagsterRunStatus.QUEUED: "scheduled", dg.DagsterRunStatus.NOT_STARTED: "scheduled",
-    dg.DagsterRunStatus.SUCCESS: "finished", dg.DagsterRunStatus.FAILURE: "failed",
-    dg.DagsterRunStatus.CANCELED: "cancelled", dg.DagsterRunStatus.CANCELING: "cancelled",
-}
 # The console logger stays quiet: the terminal shows the service's progress, the UI the events.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-DIED = "its process is gone (killed?)"
-_CUT_SHORT = "was interrupted as it was being created, before its run existed: import the file again"
-_VALIDATING = (None, "raw_file", "validated_frame")
 _SWEEP_SECONDS = 5
-# A new import's folder exists a moment (milliseconds) before its record in the instance.
-_CREATING_SECONDS = 5
 
 
 # --- launching -------------------------------------------------------------------------------------
@@ -96,7 +86,7 @@ def _origins_from_workspace(inst: dg.DagsterInstance, workspace: str, job_name: 
 
 
 def _create_run(inst: dg.DagsterInstance, job_name: str, partition: str, run_config: dict,
-                tags: dict, parent: Optional[dg.DagsterRun] = None, queued: bool = False) -> dg.DagsterRun:
+                tags: dict, parent: Optional[Run] = None, queued: bool = False) -> dg.DagsterRun:
     """A run of the job for the partition. Its id is derived from what it follows (the partition
     for a first run, the parent for a re-execution), so two commands racing to start a draft or
     to resume the same run create one run, and the second is refused."""
@@ -240,7 +230,7 @@ def submit_import(inst: dg.DagsterInstance, options: ImportOptions, file: Option
             launch_import(inst, import_id, options, detach=True, tags=tags)
     except BaseException as exc:
         # Not left `scheduled` for ever: it failed, says why, and its idempotency key is free.
-        _set_pending(inst, import_id, {**(pending(inst, import_id) or {}), "state": "failed",
+        _set_pending(inst, import_id, {**(_pending(import_id) or {}), "state": "failed",
                                        "error_message": f"it could not be queued: {first_line(exc)}",
                                        "options": options.model_dump()})
         if options.idempotency_key:
@@ -249,19 +239,8 @@ def submit_import(inst: dg.DagsterInstance, options: ImportOptions, file: Option
     return import_id, True
 
 
-def imports_tagged(inst: dg.DagsterInstance, tags: dict, limit: Optional[int] = None) -> list[dg.DagsterRun]:
-    """Import runs with these tags, newest first."""
-    return list(inst.get_runs(dg.RunsFilter(job_name=IMPORT_JOB, tags=tags), limit=limit))
-
-
-# --- drafts and scheduled imports: no run yet ------------------------------------------------------
-
-def pending(inst: dg.DagsterInstance, import_id: str) -> Optional[dict]:
-    """The record of an import kept in the instance: {state: starting (its run about to be made
-    by the process the record names) | draft | scheduled | cancelled, created_at, begins_at,
-    options}. It stays once the import runs, for when it was made and due."""
-    value = inst.run_storage.get_cursor_values({pending_key(import_id)}).get(pending_key(import_id))
-    return json.loads(value) if value else None
+def _pending(import_id: str) -> Optional[dict]:
+    return state.pending(state.records(), import_id)
 
 
 def _set_pending(inst: dg.DagsterInstance, import_id: str, record: dict) -> None:
@@ -272,24 +251,15 @@ def hold(inst: dg.DagsterInstance, import_id: str, options: ImportOptions, state
          begins_at: Optional[datetime] = None, tags: Optional[dict] = None) -> None:
     """Record a draft, or an import scheduled for `begins_at` (the scheduled_imports sensor starts
     it then, with `tags`)."""
-    created = (pending(inst, import_id) or {}).get("created_at") or iso_utc()
+    created = (_pending(import_id) or {}).get("created_at") or iso_utc()
     _set_pending(inst, import_id, {
         "state": state, "created_at": created, "options": options.model_dump(),
         "begins_at": iso_utc(begins_at) if begins_at else None, "tags": tags or {}})
 
 
-def draft_options(inst: dg.DagsterInstance, import_id: str) -> ImportOptions:
-    """The options of a draft, which must still be one (it is until its run exists: the record
-    stays, for when it was created)."""
-    record = pending(inst, import_id)
-    if not runs_of(inst, import_id) and record and record["state"] == "draft":
-        return ImportOptions.model_validate(record["options"])
-    raise MailPipelineError(f"import {import_id} is not a draft: only a draft is started or takes more rows")
-
-
 def replace_draft(inst: dg.DagsterInstance, import_id: str, options: ImportOptions, file: Path) -> None:
     """A draft's file and options replaced whole (Mailcoach's update)."""
-    draft_options(inst, import_id)
+    state.draft_options(state.records(), import_id)
     hold(inst, import_id, drafts.draft(Folder.of(import_id), file, options), "draft")
     file.unlink(missing_ok=True)
 
@@ -298,217 +268,35 @@ def forget(inst: dg.DagsterInstance, import_id: str) -> None:
     """Mailcoach's delete: the import is cancelled if it has not ended, and its record notes the
     deletion, so that API stops showing it. Its runs, files and logs stay (the command line and
     the UI still show it) until retention purges them: a delete loses no record of what was done."""
-    state = document(inst, import_id)["state"]
-    if state not in ("finished", "failed", "cancelled", "reverted"):
+    if state.document(state.records(), import_id)["state"] not in FINISHED_STATES:
         stop(inst, import_id, "cancel")
-    record = pending(inst, import_id) or {"state": "cancelled", "created_at": None, "begins_at": None,
+    record = _pending(import_id) or {"state": "cancelled", "created_at": None, "begins_at": None,
                                           "options": {}}
     _set_pending(inst, import_id, {**record, "deleted_at": iso_utc()})
 
-
-def forgotten(inst: dg.DagsterInstance, import_id: str) -> bool:
-    return bool((pending(inst, import_id) or {}).get("deleted_at"))
-
-
-# --- reading state ---------------------------------------------------------------------------------
-
-def runs_of(inst: dg.DagsterInstance, import_id: str, job_name: str = IMPORT_JOB) -> list[dg.DagsterRun]:
-    """The import's runs, newest first (a re-execution keeps the import id)."""
-    return list(inst.get_runs(dg.RunsFilter(job_name=job_name, tags={Tags.PARTITION: import_id})))
-
-
-def _iso(timestamp: Optional[float]) -> Optional[str]:
-    if timestamp is None:
-        return None
-    return iso_utc(datetime.fromtimestamp(timestamp, timezone.utc))
-
-
-def _current_step(inst: dg.DagsterInstance, run_id: str) -> Optional[str]:
-    records = inst.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records
-    return records[-1].event_log_entry.step_key if records else None
-
-
-def _holder(inst: dg.DagsterInstance, run_id: str) -> Optional[str]:
-    """Who holds the store's pool while `run_id` waits for it, in words; None if it does not wait."""
-    storage = inst.event_log_storage
-    if not storage.supports_global_concurrency_limits:
-        return None
-    info = storage.get_concurrency_info(POOL)
-    if run_id not in {step.run_id for step in info.pending_steps}:
-        return None
-    holders = [inst.get_run_by_id(slot.run_id) for slot in info.claimed_slots]
-    return ", ".join(_describe(other) for other in holders if other is not None) or "the store's pool"
-
-
-def _describe(run: dg.DagsterRun) -> str:
-    kind = run.tags.get(Tags.KIND, run.job_name)
-    said = f"{kind} {run.tags.get(Tags.PARTITION, '?')} (run {run.run_id[:8]})"
-    if process.gone(run.tags):
-        said += (": its process is gone; resume it with: mail-pipeline imports resume "
-                 f"{run.tags.get(Tags.PARTITION)}")
-    return said
-
-
-def _ahead_in_queue(inst: dg.DagsterInstance, run: dg.DagsterRun) -> Optional[str]:
-    """The import runs in progress that a queued import waits for (the daemon starts one import
-    at a time), in words."""
-    ahead = inst.get_runs(dg.RunsFilter(job_name=IMPORT_JOB, tags={Tags.KIND: "import"}, statuses=[
-        dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]))
-    return ", ".join(_describe(other) for other in ahead if other.run_id != run.run_id) or None
-
-
-def state_of(inst: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str, Optional[str]]:
-    """The import's state from its newest run, and whom it waits for while `scheduled`."""
-    tags = run.tags
-    if run.is_finished:
-        stopped = stopped_by(inst, run)
-        if stopped:
-            return ("paused" if stopped == "pause" else "cancelled"), None
-        return _STATES[run.status], None
-    if run.status == dg.DagsterRunStatus.QUEUED:
-        return "scheduled", _ahead_in_queue(inst, run)
-    if process.gone(tags):
-        return "failed", None
-    if run.status == dg.DagsterRunStatus.NOT_STARTED:
-        return "scheduled", None
-    if tags.get(Tags.STAGE) == "downloading":
-        return "downloading", None
-    if tags.get(Tags.STAGE) == "waiting":
-        return "scheduled", tags.get(Tags.WAITING_FOR) or None
-    if _current_step(inst, run.run_id) in _VALIDATING:
-        holder = _holder(inst, run.run_id)
-        return ("scheduled", holder) if holder else ("splitting", None)
-    return "importing", None
-
-
-def stopped_by(inst: dg.DagsterInstance, run: dg.DagsterRun) -> Optional[str]:
-    """"pause" or "cancel" when the finished run stopped on that request: it failed with the
-    stages' own stop (its step failure says which), or was cancelled (a queued run withdrawn,
-    Terminate in the UI: a cancel unless a pause was asked for). A run that failed for another
-    reason after a request is failed."""
-    asked = run.tags.get(Tags.REQUEST)
-    if run.status == dg.DagsterRunStatus.CANCELED:
-        return "pause" if asked == "pause" else "cancel"
-    if run.status != dg.DagsterRunStatus.FAILURE or asked not in ("pause", "cancel"):
-        return None
-    for record in inst.get_records_for_run(
-            run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
-        data = record.event_log_entry.dagster_event.step_failure_data.user_failure_data
-        if data and data.metadata and Tags.REQUEST in data.metadata:
-            # (a paused import cancelled afterwards is cancelled)
-            return "cancel" if asked == "cancel" else data.metadata[Tags.REQUEST].value
-    return None
-
-
-def failure_message(inst: dg.DagsterInstance, run: dg.DagsterRun) -> Optional[str]:
-    """Why the run failed: a user's mistake is its one sentence (the step's Failure), anything
-    else the first line of the underlying error, or what Dagster said of the run."""
-    if not run.is_finished and process.gone(run.tags):
-        return f"{DIED}; resume with: mail-pipeline imports resume {run.tags.get(Tags.PARTITION)}"
-    for record in inst.get_records_for_run(
-            run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records:
-        data = record.event_log_entry.dagster_event.step_failure_data
-        if data.user_failure_data and data.user_failure_data.description:
-            return data.user_failure_data.description  # our own one-sentence Failure
-        error = data.error
-        while error is not None and error.cause is not None:  # Dagster wraps the real error
-            error = error.cause
-        if error is not None:
-            # The first line says what went wrong; later ones may be context or a caret line.
-            lines = [line for line in error.message.strip().splitlines() if line.strip(" ^")]
-            return lines[0] if lines else error.message.strip()
-    # No step failed: the run itself did (its worker died, run monitoring gave up on it). Dagster's
-    # engine event says why; its run failure only that it was failed from outside.
-    resume = f"; resume with: mail-pipeline imports resume {run.tags.get(Tags.PARTITION)}"
-    for record in reversed(inst.get_records_for_run(
-            run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records):
-        message = (record.event_log_entry.dagster_event.message or "").strip()
-        if any(word in message for word in ("unexpectedly exited", "terminated by signal",
-                                             "timed out", "worker status")):
-            first = message.splitlines()[0].removeprefix("[DagsterApiServer] ")
-            return first.split(". ")[0] + resume
-    for record in inst.get_records_for_run(
-            run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records:
-        message = (record.event_log_entry.dagster_event.message or "").strip()
-        if message:
-            return message.splitlines()[0] + resume
-    return None
-
-
-def document(inst: dg.DagsterInstance, import_id: str) -> dict:
-    """The import document of one import. Reading it writes nothing."""
-    folder = Folder.of(import_id)
-    runs = runs_of(inst, import_id)
-    held = pending(inst, import_id)
-    if not runs:
-        if held is None or held["state"] == "starting":
-            if held is None and not folder.path.is_dir() and not inst.has_dynamic_partition(
-                    IMPORTS_PARTITIONS, import_id):
-                raise MailPipelineError(f"import {import_id} not found")
-            created = folder.path.stat().st_ctime if folder.path.is_dir() else time.time()
-            # Its run is about to be made (the sensor's: by the daemon, a tick later), unless the
-            # process making it is gone (judged on this host only), or it never got as far as
-            # its record (a moment after its folder).
-            if held is None:
-                starting = time.time() - created < _CREATING_SECONDS
-            else:
-                starting = not process.gone(held)
-            return import_document(
-                import_id, "scheduled" if starting else "failed",
-                created_at=(held or {}).get("created_at") or _iso(created),
-                begins_at=None, finished_at=None, run_id=None, folder=folder,
-                error_message=None if starting else _CUT_SHORT)
-        return import_document(import_id, held["state"], created_at=held["created_at"],
-                               begins_at=held.get("begins_at"), finished_at=None, run_id=None,
-                               folder=folder, requested=held["options"],
-                               error_message=held.get("error_message"))
-    run = runs[0]
-    record = inst.get_run_record_by_id(run.run_id)
-    first = inst.get_run_record_by_id(runs[-1].run_id)
-    state, waiting_for = state_of(inst, run)
-    held = held or {}  # a draft's or scheduled import's record keeps when it was made and due
-    return import_document(
-        import_id, state,
-        created_at=held.get("created_at") or _iso(first.create_timestamp.timestamp()),
-        begins_at=held.get("begins_at") or _iso(first.start_time or first.create_timestamp.timestamp()),
-        finished_at=_iso(record.end_time) if run.is_finished else None,
-        run_id=run.run_id, folder=folder, requested=options_of(run.run_config),
-        error_message=failure_message(inst, run) if state == "failed" else None,
-        waiting_for=waiting_for)
-
-
-def all_import_ids(inst: dg.DagsterInstance) -> list[str]:
-    """Every import: those with runs (purged ones included), and those without one yet."""
-    ids = set(inst.get_dynamic_partitions(IMPORTS_PARTITIONS))
-    ids |= {run.tags[Tags.PARTITION] for run in inst.get_runs(dg.RunsFilter(job_name=IMPORT_JOB))
-            if Tags.PARTITION in run.tags}
-    return sorted(ids, key=lambda i: (len(i), i))
-
-
-# --- pause, cancel, resume (GreenArrow) ------------------------------------------------------------
 
 def stop(inst: dg.DagsterInstance, import_id: str, what: str) -> dict:
     """Ask the import to pause or cancel, through its run: a tag its stages read between batches
     (the batch in progress commits or rolls back whole), and a queued run is withdrawn at once.
     A draft or scheduled import is cancelled for good; a paused one can still be cancelled."""
     verb = {"pause": "paused", "cancel": "cancelled"}[what]
-    state = document(inst, import_id)["state"]
-    runs = runs_of(inst, import_id)
-    if not runs and state in ("draft", "scheduled") and what == "cancel":
-        record = pending(inst, import_id)
-        _set_pending(inst, import_id, {**record, "state": "cancelled"})
-        return document(inst, import_id)
-    if not runs or state in ("finished", "failed", "cancelled", "reverted") or (
-            state == "paused" and what == "pause"):
-        raise MailPipelineError(f"import {import_id} is {state}: it cannot be {verb}")
-    request(inst, runs[0], what)
-    return document(inst, import_id)
+    rec = state.records()
+    now = state.document(rec, import_id)["state"]
+    runs = state.runs_of(rec, import_id)
+    if not runs and now in ("draft", "scheduled") and what == "cancel":
+        _set_pending(inst, import_id, {**state.pending(rec, import_id), "state": "cancelled"})
+        return state.document(rec, import_id)
+    if not runs or now in FINISHED_STATES or (now == "paused" and what == "pause"):
+        raise MailPipelineError(f"import {import_id} is {now}: it cannot be {verb}")
+    request(inst, runs[0].run_id, what)
+    return state.document(rec, import_id)
 
 
-def request(inst: dg.DagsterInstance, run: dg.DagsterRun, what: str) -> None:
-    inst.add_run_tags(run.run_id, {Tags.REQUEST: what})
+def request(inst: dg.DagsterInstance, run_id: str, what: str) -> None:
+    inst.add_run_tags(run_id, {Tags.REQUEST: what})
+    run = inst.get_run_by_id(run_id)
     if run.status == dg.DagsterRunStatus.QUEUED:
-        inst.run_coordinator.cancel_run(run.run_id)
+        inst.run_coordinator.cancel_run(run_id)
     elif run.status == dg.DagsterRunStatus.NOT_STARTED:
         inst.report_run_canceled(run, message=f"{what} requested before it started")
 
@@ -518,25 +306,26 @@ def resume(inst: dg.DagsterInstance, import_id: str, detach: bool = False) -> dg
     a re-execution linked to the last run; its committed batches are skipped, so no row is
     applied twice. A last run whose process is gone is marked failed first, and the store's
     slot it held freed."""
-    runs = runs_of(inst, import_id)
+    rec = state.records()
+    runs = state.runs_of(rec, import_id)
     if not runs:
-        held = pending(inst, import_id)
+        held = state.pending(rec, import_id)
         if held is None or (held["state"] == "starting" and held.get(Tags.PID) and process.gone(held)):
             # (asked for by someone who saw its command die: the moment it may still have had
             # before its record does not matter)
-            raise MailPipelineError(f"import {import_id} {_CUT_SHORT}")
-        state = document(inst, import_id)["state"]
-        raise MailPipelineError(f"import {import_id} is {state}: only a paused or failed import resumes")
+            raise MailPipelineError(f"import {import_id} {state.CUT_SHORT}")
+        now = state.document(rec, import_id)["state"]
+        raise MailPipelineError(f"import {import_id} is {now}: only a paused or failed import resumes")
     run = runs[0]
-    state, _ = state_of(inst, run)
+    now, _ = state.state_of(rec, run)
     if retention.purged_at(Folder.of(import_id)):
         raise MailPipelineError(f"import {import_id} was purged: its files are gone, so it cannot resume")
     if not detach:
         attachable(inst)
-    if state not in ("paused", "failed"):
-        raise MailPipelineError(f"import {import_id} is {state}: only a paused or failed import resumes")
+    if now not in ("paused", "failed"):
+        raise MailPipelineError(f"import {import_id} is {now}: only a paused or failed import resumes")
     if not run.is_finished:  # judged gone on this host (state_of): settle it
-        inst.report_run_failed(run, message=DIED)
+        inst.report_run_failed(inst.get_run_by_id(run.run_id), message=state.DIED)
     _free_slots(inst, run.run_id)
     if not inst.has_dynamic_partition(IMPORTS_PARTITIONS, import_id):
         inst.add_dynamic_partitions(IMPORTS_PARTITIONS, [import_id])
@@ -573,19 +362,3 @@ def execute_export(inst: dg.DagsterInstance, export_id: str, options: ExportOpti
     else:
         _execute(inst, run)
     return run
-
-
-def export_doc(inst: dg.DagsterInstance, export_id: str) -> dict:
-    """The export document of one export."""
-    runs = runs_of(inst, export_id, EXPORT_JOB)
-    if not runs:
-        raise MailPipelineError(f"export {export_id} not found")
-    run = runs[0]
-    record = inst.get_run_record_by_id(run.run_id)
-    state = _STATES.get(run.status, "exporting")
-    if not run.is_finished and process.gone(run.tags):
-        state = "failed"
-    return export_document(
-        export_id, state, created_at=_iso(record.create_timestamp.timestamp()),
-        finished_at=_iso(record.end_time) if run.is_finished else None, run_id=run.run_id,
-        error_message=failure_message(inst, run) if state == "failed" else None)

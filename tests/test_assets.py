@@ -42,7 +42,7 @@ def test_workspace_validates():
 
 
 def test_an_import_is_one_run_with_metadata_on_every_stage(instance, write_csv):
-    from service import jobs as runs
+    from service import jobs as runs, state
     path = write_csv("email,name\na@example.com,A\nnot-an-email,B\na@example.com,A again\n")
     import_id, _ = runs.create_import(instance)
     result = execute(instance, import_id, build({"source": str(path), "lists": ["news"]}))
@@ -61,7 +61,7 @@ def test_an_import_is_one_run_with_metadata_on_every_stage(instance, write_csv):
     preview = materialized["import_logs"]["failed_preview"]
     assert [r.data for r in preview.records] == [
         {"0: email": "not-an-email", "1: name": "B", "2: error": "An email address must have an @-sign."}]
-    document = runs.document(instance, import_id)
+    document = state.document(state.records(), import_id)
     assert document["state"] == "finished" and document["run_id"] == result.run_id
     assert document["stats"]["subscribers"]["added"] == 1
     assert document["stats"]["records_imported"] == 3
@@ -72,21 +72,21 @@ def test_an_import_is_one_run_with_metadata_on_every_stage(instance, write_csv):
 
 
 def test_a_bad_file_fails_the_run_with_one_sentence_and_writes_nothing(instance, tmp_path):
-    from service import jobs as runs
+    from service import jobs as runs, state
     from mail_pipeline import home
     path = tmp_path / "bad.csv"
     path.write_bytes(b"\x00\x01\x02binary")
     import_id, _ = runs.create_import(instance)
     result = execute(instance, import_id, build({"source": str(path)}))
     assert not result.success
-    document = runs.document(instance, import_id)
+    document = state.document(state.records(), import_id)
     assert document["state"] == "failed"
     assert document["error_message"] == "invalid file: not a CSV or ZIP"
     assert not home.database_path().exists()
 
 
 def test_an_unexpected_error_fails_the_run_with_its_message(instance, write_csv, monkeypatch):
-    from service import jobs as runs
+    from service import jobs as runs, state
     from mail_pipeline import pipeline
 
     def boom(import_id):
@@ -97,30 +97,30 @@ def test_an_unexpected_error_fails_the_run_with_its_message(instance, write_csv,
     result = execute(instance, import_id,
                                  build({"source": str(write_csv("email\na@x.com\n"))}))
     assert not result.success
-    assert runs.document(instance, import_id)["error_message"] == "RuntimeError: disk on fire"
+    assert state.document(state.records(), import_id)["error_message"] == "RuntimeError: disk on fire"
 
 
 def test_a_partition_key_that_is_not_an_import_id_fails_in_one_sentence(instance, write_csv):
-    from service import jobs as runs
+    from service import state
     instance.add_dynamic_partitions("imports", ["../escape"])
     result = execute(instance, "../escape", build({"source": str(write_csv("email\na@x.com\n"))}))
     assert not result.success
-    assert runs.failure_message(instance, instance.get_run_by_id(result.run_id)).startswith("invalid import id '../escape'")
+    assert state.failure_message(state.records(), state.records().run(result.run_id)).startswith("invalid import id '../escape'")
 
 
 def test_a_reexecution_resumes_the_first_attempts_file_even_if_the_source_changed(instance, write_csv):
-    from service import jobs as runs
+    from service import jobs as runs, state
     from mail_pipeline import home
     path = write_csv("email,name\na@x.com,A\nb@x.com,B\n")
     import_id, _ = runs.create_import(instance)
     assert execute(instance, import_id, build({"source": str(path), "lists": ["news"]})).success
-    first = runs.document(instance, import_id)["stats"]
+    first = state.document(state.records(), import_id)["stats"]
     path.write_text("email,name\nother@x.com,O\n")  # edited, then the import is re-executed
     from assets.definitions import defs  # (as the UI's Re-execute does)
     assert defs.resolve_job_def("import_job").execute_in_process(
         run_config={"ops": {"raw_file": {"config": build({"source": str(path), "lists": ["news"]}).model_dump()}}},
         instance=instance, partition_key=import_id).success
-    document = runs.document(instance, import_id)
+    document = state.document(state.records(), import_id)
     assert document["stats"] == first
     assert sum(document["stats"]["subscribers"].values()) == document["stats"]["number_of_records"] == 2
     con = __import__("duckdb").connect(str(home.database_path()), read_only=True)
@@ -131,7 +131,7 @@ def test_a_reexecution_resumes_the_first_attempts_file_even_if_the_source_change
 def test_the_launchpad_config_takes_every_seeds_options(instance):
     """A Mailrith body and a GreenArrow body, as the canonical config the launchpad shows:
     inline CSV, named mapping, tags, default custom fields, subscriber defaults."""
-    from service import jobs as runs
+    from service import jobs as runs, state
     from mail_pipeline.params import from_body
     _, mailrith = from_body({"csv_text": "Email,Name,Co\nada@example.com,Ada,ACME\n",
                              "mappings": [{"csv_column": "Email", "field": {"type": "email"}},
@@ -142,7 +142,7 @@ def test_the_launchpad_config_takes_every_seeds_options(instance):
     for fields in (mailrith, {**greenarrow, "lists": ["Default Mailing List"]}):
         import_id, _ = runs.create_import(instance)
         result = execute(instance, import_id, build(fields))
-        assert result.success, runs.failure_message(instance, instance.get_run_by_id(result.run_id))
+        assert result.success, state.failure_message(state.records(), state.records().run(result.run_id))
     from mail_pipeline import home
     con = __import__("duckdb").connect(str(home.database_path()), read_only=True)
     assert con.execute("SELECT email, name, attributes, tags, email_format FROM subscribers"

@@ -81,10 +81,10 @@ def test_a_killed_import_resumes_to_exactly_the_uninterrupted_result(mail_home, 
     assert cli("imports", "--json", home=mail_home).returncode == 0
     # Reading decided that, and wrote nothing: no file, and the run record still says STARTED.
     assert _files(mail_home) == before
-    from service import jobs as runs
+    from service import jobs as runs, state
     inst = runs.instance()
     try:
-        assert runs.runs_of(inst, "1")[0].status.value == "STARTED"
+        assert state.runs_of(state.records(), "1")[0].status == "STARTED"
     finally:
         inst.dispose()
     done_before = query("SELECT count(*) FROM import_batches")[0][0]
@@ -163,10 +163,10 @@ def test_a_draft_starts_once_when_two_commands_start_it_together(mail_home, writ
     assert sum(code == 0 for code, _ in results) == 1, results
     for code, err in results:
         assert code == 0 or ("started by another command" in err or "is not a draft" in err), err
-    from service import jobs as runs
+    from service import jobs as runs, state
     inst = runs.instance()
     try:
-        assert len(runs.runs_of(inst, "1")) == 1
+        assert len(state.runs_of(state.records(), "1")) == 1
     finally:
         inst.dispose()
 
@@ -183,18 +183,18 @@ def test_a_scheduled_import_starts_when_its_time_comes(mail_home, write_csv):
     assert (document["state"], document["begins_at"]) == ("scheduled", "2099-01-01T09:30:00Z")
     from assets.definitions import defs
     from assets.sensors import scheduled_imports
-    from service import jobs as runs
+    from service import jobs as runs, state
     inst = runs.instance()
     try:
         assert scheduled_imports(dg.build_sensor_context(instance=inst)).run_requests == []
-        options = build(runs.pending(inst, "1")["options"])
+        options = build(state.pending(state.records(), "1")["options"])
         runs.hold(inst, "1", options, "scheduled", drafts.parse_when("2001-01-01"))  # its time came
         [request] = scheduled_imports(dg.build_sensor_context(instance=inst)).run_requests
         assert request.tags["mail_pipeline/lists"] == "news"
         job = defs.resolve_job_def("import_job")
         assert job.execute_in_process(run_config=request.run_config, instance=inst,
                                       partition_key=request.partition_key, tags=request.tags).success
-        assert runs.document(inst, "1")["state"] == "finished"
+        assert state.document(state.records(), "1")["state"] == "finished"
         assert scheduled_imports(dg.build_sensor_context(instance=inst)).run_requests == []
     finally:
         inst.dispose()
@@ -259,13 +259,13 @@ def test_a_scheduled_import_can_be_cancelled_before_it_starts(mail_home, write_c
     import dagster as dg
 
     from assets.sensors import scheduled_imports
-    from service import jobs as runs
+    from service import jobs as runs, state
     cli("import", str(write_csv("email\nann@example.com\n")), "--at", "2099-01-02", home=mail_home)
     cancelled = cli("imports", "cancel", "1", "--json", home=mail_home)
     assert cancelled.returncode == 0 and json.loads(cancelled.stdout)["state"] == "cancelled"
     inst = runs.instance()
     try:  # its time has come, and it does not start
-        record = runs.pending(inst, "1")
+        record = state.pending(state.records(), "1")
         runs._set_pending(inst, "1", {**record, "begins_at": "2001-01-02T00:00:00Z"})
         assert scheduled_imports(dg.build_sensor_context(instance=inst)).run_requests == []
     finally:

@@ -39,8 +39,9 @@ def test_a_deployers_instance_is_used_as_it_is(tmp_path, mail_home, monkeypatch)
     yaml = "# the deployer's own\nconcurrency:\n  pools:\n    granularity: op\ntelemetry:\n  enabled: false\n"
     (dagster_home / "dagster.yaml").write_text(yaml)
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
-    mail_home.mkdir()  # (a read needs a home: it never makes one)
-    assert cli("imports", "--json", home=mail_home).returncode == 0
+    source = tmp_path / "s.csv"
+    source.write_text("email\na@example.com\n")
+    assert cli("import", str(source), "--json", home=mail_home).returncode == 0  # (it opens the instance)
     assert (dagster_home / "dagster.yaml").read_text() == yaml  # never rewritten
     assert not (mail_home / "dagster").exists()                  # no embedded instance beside it
     import dagster as dg

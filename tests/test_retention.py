@@ -25,7 +25,7 @@ def test_due_counts_from_when_the_import_finished():
 
 
 def test_the_retention_job_purges_finished_imports_and_keeps_their_documents(instance, write_csv, mail_home):
-    from service import jobs as runs
+    from service import jobs as runs, state
     from assets.definitions import defs
     path = write_csv("email\nann@example.com\n")
     import_id, _ = runs.create_import(instance)
@@ -42,9 +42,9 @@ def test_the_retention_job_purges_finished_imports_and_keeps_their_documents(ins
     assert sorted(p.name for p in folder.iterdir()) == ["import.json", "purged.json", "stats.json",
                                                        "validation.json"]
     assert import_id not in instance.get_dynamic_partitions("imports")
-    document = runs.document(instance, import_id)
+    document = state.document(state.records(), import_id)
     assert document["state"] == "finished" and document["stats"]["subscribers"]["added"] == 1
-    assert runs.all_import_ids(instance) == [import_id]  # still listed
+    assert state.all_import_ids(state.records()) == [import_id]  # still listed
     result = cli("imports", "logs", import_id, "added", home=mail_home)
     assert result.returncode == 2 and "its logs were purged on" in result.stderr
     assert result.stderr.count("\n") == 1

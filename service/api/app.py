@@ -31,12 +31,13 @@ def create_app(limits: Optional[Limits] = None, dagster_url: str = "http://127.0
                private_urls: bool = False) -> FastAPI:
     """The application; the instance is opened when it starts and closed when it stops.
     `private_urls`: imports may name URL sources on loopback or private addresses."""
-    from service import jobs  # Dagster, on first need (as the command line does)
+    from service import jobs, state  # Dagster, on first need (as the command line does)
     from service.api import greenarrow, listmonk, mailcoach, mailrith, page
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.instance = jobs.instance()
+        app.state.records = state.records()
         swept = sweep_incoming()
         if swept:
             log.info("removed %d upload(s) left behind by an earlier server", swept)
@@ -44,6 +45,7 @@ def create_app(limits: Optional[Limits] = None, dagster_url: str = "http://127.0
             yield
         finally:
             app.state.instance.dispose()
+            app.state.records.close()
 
     app = FastAPI(title="mail-pipeline", lifespan=lifespan, docs_url="/api/docs",
                   redoc_url=None, openapi_url="/api/openapi.json")

@@ -8,14 +8,14 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from assets.names import Tags
-from mail_pipeline import catalog, download, logs
+from mail_pipeline import catalog, download, layout
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.layout import Folder
 from mail_pipeline.options import ImportOptions, build
 from mail_pipeline.params import from_body
 from mail_pipeline.pipeline import content_bytes, preflight
 from mail_pipeline.retention import purged_at
-from service import jobs
+from service import jobs, state
 from service.api.errors import ApiError
 from service.api.uploads import incoming_dir, spool_text
 
@@ -24,8 +24,13 @@ INVALID = {"listmonk": 400, "greenarrow": 422, "mailcoach": 422, "mailrith": 400
 
 
 def inst(request: Request):
-    """The Dagster instance the server opened once, as the command line's."""
+    """The Dagster instance the server opened once, as the command line's (for what writes)."""
     return request.app.state.instance
+
+
+def records(request: Request):
+    """The run records the server reads imports' state from (`service.state`)."""
+    return request.app.state.records
 
 
 def refused(system: str, exc: MailPipelineError, field: Optional[str] = None) -> ApiError:
@@ -98,7 +103,7 @@ async def create(request: Request, system: str, key: catalog.Token, options: Imp
 def document(request: Request, system: str, import_id: str) -> dict:
     """The import document; an unknown import is that system's 404."""
     try:
-        return jobs.document(inst(request), import_id)
+        return state.document(records(request), import_id)
     except MailPipelineError as exc:
         raise refused(system, exc) from None  # ("import N not found" is the 404)
 
@@ -108,7 +113,7 @@ def log_text(import_id: str, category: str) -> Optional[str]:
     folder = Folder.of(import_id)
     if not folder.path.is_dir() or purged_at(folder):
         return None
-    path = logs.log_path(folder.path, category)
+    path = layout.log_path(folder.path, category)
     if not path.exists():
         return None
     text = path.read_text(encoding="utf-8")

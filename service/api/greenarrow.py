@@ -18,10 +18,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from mail_pipeline import catalog, logs
+from mail_pipeline import catalog, layout
 from mail_pipeline.document import listing
 from mail_pipeline.errors import MailPipelineError
-from service import jobs
+from service import jobs, state
 from service.api import common
 from service.api.auth import IMPORT, key
 from service.api.errors import ApiError
@@ -106,8 +106,7 @@ def _listing(request: Request, list_name: Optional[str], scope: str, page: int, 
         raise ApiError(422, "invalid per_page: must be between 1 and 500", code="validation_failed")
     if page < 0:
         raise ApiError(422, "invalid page: pages start at 0", code="validation_failed")
-    inst = common.inst(request)
-    documents = [jobs.document(inst, i) for i in jobs.all_import_ids(inst)]
+    documents = state.documents(common.records(request))
     result = listing(documents, scope, list_name, page, per_page)
     return _ok([_summary(d) for d in result["data"]], page=result["page"], per_page=result["per_page"],
                num_records=result["num_records"], num_pages=result["num_pages"])
@@ -132,7 +131,7 @@ for prefix in ("/ga/api/v2", "/ga/api"):
             raise ApiError(422, "missing parameter 'subscriber_import'", code="missing_parameter")
         options = common.options_from(SYSTEM, body, {"lists": [target.name]})
         import_id, _ = await common.create(request, SYSTEM, token, options)
-        document = await run_in_threadpool(jobs.document, common.inst(request), import_id)
+        document = await run_in_threadpool(state.document, common.records(request), import_id)
         return _ok(_details(document))
 
     @router.get(f"{prefix}/subscriber_imports/{{import_id}}")
@@ -160,11 +159,11 @@ for prefix in ("/ga/api/v2", "/ga/api"):
                 jobs.stop(inst, id_, action)
         except MailPipelineError as exc:
             raise ApiError(422, str(exc), code="validation_failed") from None
-        return _ok(_details(jobs.document(inst, id_)))
+        return _ok(_details(state.document(common.records(request), id_)))
 
     @router.get(f"{prefix}/subscriber_imports/{{import_id}}/logs/{{category}}")
     def read_log(request: Request, import_id: int, category: str, token=Depends(_KEY)):
-        if category not in logs.LOGS or category == "log":
+        if category not in layout.LOGS or category == "log":
             raise ApiError(404, f"unknown log {category!r}", code="not_found")
         common.document(request, SYSTEM, str(import_id))
         text = common.log_text(str(import_id), category)

@@ -14,15 +14,15 @@ import asyncio
 import json
 from typing import Optional
 
-import dagster as dg
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from assets.names import Tags
 from mail_pipeline.document import FINISHED_STATES
 from mail_pipeline.errors import MailPipelineError
-from service import jobs
+from service import jobs, state
 from service.api import common
+from service.records import Run
 from service.api.auth import IMPORT, key
 from service.api.errors import ApiError
 from service.api.uploads import read_form
@@ -34,20 +34,20 @@ _NONE = {"name": "", "total": 0, "imported": 0, "status": "none"}
 _starting = asyncio.Lock()
 
 
-def _current(request: Request) -> Optional[dg.DagsterRun]:
-    runs = jobs.imports_tagged(common.inst(request), {Tags.API: SYSTEM}, limit=1)
+def _current(request: Request) -> Optional[Run]:
+    runs = state.imports_tagged(common.records(request), {Tags.API: SYSTEM}, limit=1)
     return runs[0] if runs and Tags.CLEARED not in runs[0].tags else None
 
 
-def _status(request: Request, run: Optional[dg.DagsterRun]) -> dict:
+def _status(request: Request, run: Optional[Run]) -> dict:
     """listmonk's status object: none | importing | stopping | finished | failed."""
     if run is None:
         return dict(_NONE)
     document = common.document(request, SYSTEM, run.tags[Tags.PARTITION])
-    state = document["state"]
-    if state == "finished":
+    now = document["state"]
+    if now == "finished":
         status = "finished"
-    elif state in FINISHED_STATES or state == "paused":
+    elif now in FINISHED_STATES or now == "paused":
         # listmonk's stopped import ends failed; a paused one (paused through another API or the
         # command line) is stopped as far as listmonk can tell, and a DELETE clears it.
         status = "failed"
@@ -95,7 +95,7 @@ async def start_import(request: Request, token=Depends(key(SYSTEM, IMPORT))) -> 
         # (the upload's name is only a label: it never names a path here)
         named = upload.named()
         import_id, _ = await common.create(request, SYSTEM, token, options, named)
-    run = await run_in_threadpool(lambda: jobs.runs_of(common.inst(request), import_id)[0])
+    run = await run_in_threadpool(lambda: state.runs_of(common.records(request), import_id)[0])
     return {"data": await run_in_threadpool(_status, request, run)}
 
 
@@ -125,6 +125,6 @@ def stop_import(request: Request, token=Depends(key(SYSTEM, IMPORT))) -> dict:
         except MailPipelineError:
             pass  # it finished a moment ago: this DELETE clears it, as listmonk's would
         else:
-            return {"data": _status(request, jobs.runs_of(common.inst(request), run.tags[Tags.PARTITION])[0])}
+            return {"data": _status(request, state.runs_of(common.records(request), run.tags[Tags.PARTITION])[0])}
     common.inst(request).add_run_tags(run.run_id, {Tags.CLEARED: "true"})
     return {"data": dict(_NONE)}

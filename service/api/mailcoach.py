@@ -28,7 +28,7 @@ from mail_pipeline import catalog, drafts
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.layout import Folder
 from mail_pipeline.pipeline import preflight
-from service import jobs
+from service import jobs, state
 from service.api import common
 from service.api.auth import IMPORT, key
 from service.api.errors import ApiError
@@ -115,7 +115,7 @@ def _resource(request: Request, import_id: str, with_csv: bool = False) -> dict:
 
 def _found(request: Request, value: str) -> str:
     import_id = import_id_of(value)
-    if import_id is None or not Folder.of(import_id).path.is_dir() or jobs.forgotten(common.inst(request), import_id):
+    if import_id is None or not Folder.of(import_id).path.is_dir() or state.forgotten(common.records(request), import_id):
         raise ApiError(404, "No query results for model [SubscriberImport].", code="not_found")
     return import_id
 
@@ -133,15 +133,15 @@ def _locked(import_id: str) -> threading.Lock:
 
 def _draft(request: Request, import_id: str):
     try:
-        return jobs.draft_options(common.inst(request), import_id)
+        return state.draft_options(common.records(request), import_id)
     except MailPipelineError:
         raise ApiError(422, "Only a draft import can be changed or started.", field="status") from None
 
 
 @router.get("/api/subscriber-imports")
 def index(request: Request, page: int = 1, token=Depends(_KEY)) -> dict:
-    inst = common.inst(request)
-    ids = [i for i in jobs.all_import_ids(inst) if i.isdigit() and not jobs.forgotten(inst, i)]
+    rec = common.records(request)
+    ids = [i for i in state.all_import_ids(rec) if i.isdigit() and not state.forgotten(rec, i)]
     last = max(1, math.ceil(len(ids) / PER_PAGE))
     page = max(page, 1)
     chosen = ids[(page - 1) * PER_PAGE:page * PER_PAGE]

@@ -27,7 +27,7 @@ from assets.names import EXPORT_JOB, EXPORTS_PARTITIONS, IMPORT_JOB, Tags
 from mail_pipeline import home
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.exports import build_export
-from service import jobs
+from service import jobs, state
 from service.api import common
 from service.api.auth import EXPORT, IMPORT, key
 from service.api.errors import ApiError
@@ -131,19 +131,19 @@ async def _answer(request: Request, import_id: str, created: bool, digest: str) 
     with another body is a 409."""
     def work() -> JSONResponse:
         if not created:
-            first = _first_digest(common.inst(request), import_id, IMPORT_JOB)
+            first = _first_digest(common.records(request), import_id, IMPORT_JOB)
             if first not in (None, digest):
                 raise _conflict()
         return JSONResponse(_import_job(request, import_id), 202)
     return await run_in_threadpool(work)
 
 
-def _first_digest(inst, job_id: str, job_name: str) -> Optional[str]:
+def _first_digest(rec, job_id: str, job_name: str) -> Optional[str]:
     """The body digest the job was made with (its first run's tag). A job made a moment ago by a
     request still in flight has no run yet: waited for a few seconds."""
     deadline = time.monotonic() + _RUN_WAIT_SECONDS
     while True:
-        runs = jobs.runs_of(inst, job_id, job_name)
+        runs = state.runs_of(rec, job_id, job_name)
         if runs or time.monotonic() > deadline:
             return runs[-1].tags.get(Tags.BODY_SHA256) if runs else None
         time.sleep(0.2)
@@ -191,7 +191,7 @@ def _export_options(body: Any):
 
 def _export_job(request: Request, export_id: str) -> dict:
     try:
-        document = jobs.export_doc(common.inst(request), export_id)
+        document = state.export_doc(common.records(request), export_id)
     except MailPipelineError:
         raise ApiError(404, f"no job 'exp_{export_id}'", code="job_not_found") from None
     status = _STATUS.get(document["state"], "Processing")
@@ -222,7 +222,7 @@ async def create_export(request: Request, token=Depends(key(SYSTEM, EXPORT))) ->
             if existing is not None:
                 inst.delete_dynamic_partition(EXPORTS_PARTITIONS, export_id)
                 home.export_dir(export_id).rmdir()
-                if _first_digest(inst, existing, EXPORT_JOB) not in (None, digest):
+                if _first_digest(common.records(request), existing, EXPORT_JOB) not in (None, digest):
                     raise _conflict()
                 return JSONResponse(_export_job(request, existing), 202)
         try:
@@ -247,7 +247,7 @@ def download_export(request: Request, job_id: str, token=Depends(key(SYSTEM, EXP
     if job["download_url"] is None:
         raise ApiError(409, f"export {job_id} is {job['status']}: its file is not ready",
                        code="export_not_ready")
-    document = jobs.export_doc(common.inst(request), job_id.removeprefix("exp_"))
+    document = state.export_doc(common.records(request), job_id.removeprefix("exp_"))
     path = Path(document["path"])
     if not path.is_file():
         raise ApiError(410, f"export {job_id}'s file is gone", code="export_file_gone")

@@ -28,7 +28,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from mail_pipeline import catalog, home, logs, store
+from mail_pipeline import catalog, home, layout, logs, store
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.files import read_json
 from mail_pipeline.layout import Folder
@@ -260,8 +260,8 @@ def show_import(request: Request, import_id: str, token=Depends(_KEY)):
 
 @router.get("/ui/imports/{import_id}/logs/{category}", include_in_schema=False)
 def read_log(request: Request, import_id: str, category: str, token=Depends(_KEY)):
-    if category not in logs.LOGS:
-        raise ApiError(404, f"unknown log {category!r}: use " + ", ".join(logs.LOGS))
+    if category not in layout.LOGS:
+        raise ApiError(404, f"unknown log {category!r}: use " + ", ".join(layout.LOGS))
     common.document(request, SYSTEM, import_id)  # 404 for an unknown import
     text = common.log_text(import_id, category) or ""
     # Plain text whatever the log (the failed CSV too): the browser shows it, never runs it.
