@@ -298,6 +298,115 @@ def fixed_cost(data: Path, runs: int) -> dict:
             "trivial": statistics.median(trivial), "runs": runs}
 
 
+# The reading commands of issue 18, on a home holding a few imports ({id}: the first one).
+READING = (("imports",), ("imports", "show", "{id}"), ("imports", "logs", "{id}", "failed"),
+           ("lists",), ("--help",), ("--version",))
+
+
+def responsiveness(data: Path, runs: int) -> dict:
+    """Medians, run alternately: each reading command and `python -c "import dagster"`; a 10-row
+    `import --detach` (the run queued, not executed) and the same attached (executed)."""
+    timed: dict[str, list] = {" ".join(c): [] for c in READING}
+    timed.update({"import dagster": [], "detach": [], "attached": []})
+    with tempfile.TemporaryDirectory(dir=data, prefix="cli-") as tmp:
+        env = env_for(Path(tmp) / "home")
+        for n in range(3):  # untimed: something to read
+            measure([cli(), "import", generate(10, 10 * n, data / f"import-10-from-{10 * n}.csv"),
+                     "--list", LISTS[0]], env, "10-row import")
+        for run in range(runs):
+            timed["import dagster"].append(measure([sys.executable, "-c", "import dagster"], env_for(),
+                                                   "import dagster")["wall"])
+            for command in READING:
+                line = [part.format(id="1") for part in command]
+                timed[" ".join(command)].append(measure([cli(), *line], env, " ".join(line))["wall"])
+            for side, flags in (("detach", ["--detach"]), ("attached", [])):
+                start = 1000 + 20 * run + (10 if flags else 0)
+                tiny = generate(10, start, data / f"import-10-from-{start}.csv")
+                timed[side].append(measure([cli(), "import", tiny, "--list", LISTS[0], *flags], env,
+                                           f"10-row import {' '.join(flags)}")["wall"])
+    return {side: statistics.median(values) for side, values in timed.items()}
+
+
+def queue_drain(data: Path, count: int) -> dict:
+    """`count` 10-row imports queued with --detach, then drained by the daemon that
+    `mail-pipeline serve` starts: between one run's end and the next one's start, the wait for
+    the daemon's launch (its run-queue loop) and the run worker's start-up (a new process loads
+    Dagster and the code location), from the runs' own records."""
+    import socket
+    with tempfile.TemporaryDirectory(dir=data, prefix="queue-") as tmp:
+        home = Path(tmp) / "home"
+        env = env_for(home)
+        for n in range(count):
+            tiny = generate(10, 2000 + 10 * n, data / f"import-10-from-{2000 + 10 * n}.csv")
+            measure([cli(), "import", tiny, "--list", LISTS[0], "--detach"], env, "10-row import --detach")
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]
+        server = subprocess.Popen([cli(), "serve", "--port", str(port), "--daemon", "yes"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started = time.perf_counter()
+        try:
+            runs = _drained(home, count, deadline=started + 60 + 30 * count)
+        finally:
+            server.terminate()
+            server.wait(60)
+    runs.sort(key=lambda r: r["start"])
+    waits = [b["launched"] - a["end"] for a, b in zip(runs, runs[1:])]
+    startups = [r["start"] - r["launched"] for r in runs[1:]]
+    gaps = [b["start"] - a["end"] for a, b in zip(runs, runs[1:])]
+    return {"count": count, "drain": runs[-1]["end"] - runs[0]["start"],
+            "run": statistics.median(r["end"] - r["start"] for r in runs),
+            "wait": statistics.median(waits), "wait_max": max(waits),
+            "startup": statistics.median(startups), "gap": statistics.median(gaps), "gap_max": max(gaps)}
+
+
+def _drained(home: Path, count: int, deadline: float) -> list[dict]:
+    """Once every queued import has finished: each run's launch, start and end times."""
+    os.environ["MAIL_PIPELINE_HOME"] = str(home)
+    os.environ.pop("DAGSTER_HOME", None)
+    from service import state
+    while True:
+        runs = state.records().runs("import_job")
+        if len(runs) == count and all(r.is_finished for r in runs):
+            break
+        if time.perf_counter() > deadline:
+            raise ChildFailed(f"the queue of {count} imports did not drain: "
+                              f"{sum(r.is_finished for r in runs)} finished")
+        time.sleep(1)
+    if any(r.status != "SUCCESS" for r in runs):
+        raise ChildFailed("a queued import failed: " + ", ".join(r.status for r in runs))
+    return [{"launched": state.records().events(r.run_id, "RUN_STARTING")[0].timestamp,
+             "start": r.start_time, "end": r.end_time} for r in runs]
+
+
+def responsiveness_table(quick: dict | None, queue: dict | None) -> str:
+    if not quick:
+        return "Not measured (--fixed-runs 0).\n"
+    reference = quick["import dagster"]
+    rows = [["`python -c \"import dagster\"` (the reference)", f"{reference:.2f}", "1.00", "–"]]
+    for command in READING:
+        name = " ".join(command)
+        value = quick[name]
+        rows.append([f"`mail-pipeline {name.format(id='1')}`", f"{value:.2f}", f"{_ratio(value, reference):.2f}",
+                     verdict(_ratio(value, reference), 1)])
+    rows.append(["`mail-pipeline import FILE --detach` (10 rows, queued)", f"{quick['detach']:.2f}",
+                 f"{_ratio(quick['detach'], quick['attached']):.2f} of the attached import",
+                 verdict(_ratio(quick["detach"], quick["attached"]), 1)])
+    rows.append(["`mail-pipeline import FILE` (10 rows, executed: the limit for --detach)",
+                 f"{quick['attached']:.2f}", "–", "–"])
+    text = md_table(["command", "seconds (median)", "ratio", "target ≤ 1"], rows)
+    if queue:
+        text += (f"\nA queue of {queue['count']} detached 10-row imports drained by the daemon of "
+                 f"`mail-pipeline serve` in {queue['drain']:.1f} s (first start to last end), each "
+                 f"run {queue['run']:.2f} s (median). Between one run's end and the next one's "
+                 f"start: {queue['gap']:.2f} s median, {queue['gap_max']:.2f} s at most; of which "
+                 f"the wait for the daemon's launch {queue['wait']:.2f} s median "
+                 f"({queue['wait_max']:.2f} s at most; it looks at the queue every second) and the "
+                 f"run worker's start-up (a new process loads Dagster and the code location) "
+                 f"{queue['startup']:.2f} s.\n")
+    return text
+
+
 def median_run(runs: list[dict]) -> dict:
     """The round with the median time, its figures replaced by the medians over all rounds."""
     runs = sorted(runs, key=lambda r: r["seconds"])
@@ -517,6 +626,11 @@ def write_docs(results: dict, fixed: dict | None, tables: dict, notes: list[str]
          "and every ratio is between figures of the same run.\n"),
         f"Machine: {machine()}.\n",
         "## Targets\n", tables["targets"], fixed_line(fixed), ANALYSIS.read_text(),
+        "## The command line's reading commands, --detach and the run queue\n",
+        ("Issue 18: each reading command, from start to exit, against `python -c \"import "
+         "dagster\"` on the same machine; `--detach` against the attached 10-row import "
+         "(medians of --fixed-runs, alternating).\n"),
+        tables["commands"],
         "## Import, by size\n",
         ("A store holding the first N/2 subscribers imports the first N (half of them known). "
          "`ours s` is the Dagster run inside its process, launch to final document; `ours "
@@ -547,6 +661,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=1, help="rounds per size; medians are reported")
     ap.add_argument("--fixed-runs", type=int, default=5,
                     help="runs of each side of the fixed-cost comparison (0 skips it)")
+    ap.add_argument("--queue", type=int, default=20,
+                    help="detached imports drained by the daemon (0 skips it)")
     ap.add_argument("--data", default=str(ROOT / "bench-data"), help="where generated files go")
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -573,6 +689,14 @@ def main() -> None:
     if a.fixed_runs > 0:
         say(f"fixed cost: {a.fixed_runs} runs of each side")
         fixed = fixed_cost(data, a.fixed_runs)
+        say("reading commands and --detach")
+        quick = responsiveness(data, a.fixed_runs)
+    else:
+        quick = None
+    queue = None
+    if a.queue > 0:
+        say(f"a queue of {a.queue} detached imports")
+        queue = queue_drain(data, a.queue)
     try:
         results = {n: measure_size(n, data, a.repeat, notes) for n in sizes}
     except ChildFailed as failed:
@@ -581,12 +705,14 @@ def main() -> None:
     tables = {"sizes": sizes_table(results), "again": again_export_table(results),
               "stages": stages_table(results),
               "targets": md_table(["what", "measured", "target", "result"],
-                                  target_rows(results, fixed))}
+                                  target_rows(results, fixed)),
+              "commands": responsiveness_table(quick, queue)}
     print(tables["sizes"])
     print(tables["again"])
     print(tables["stages"])
     print(tables["targets"])
     print(fixed_line(fixed))
+    print(tables["commands"])
     for note in notes:
         print(f"note: {note}")
     if not a.no_write:

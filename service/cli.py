@@ -507,9 +507,14 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     from service.instance import dagster_home, workspace_file
     _runs().instance().dispose()  # its storage made and the store's pool set, before the daemon
-    env = dict(os.environ, DAGSTER_HOME=str(dagster_home()))
+    # Dagster's note that `dagster dev` is superseded by `dg dev` (a tool this project does not
+    # use) is not for our users; and at level warning the idle console stays quiet (no line per
+    # sensor tick), while problems still show.
+    quiet = "ignore:Function `dev_command` is superseded"
+    env = dict(os.environ, DAGSTER_HOME=str(dagster_home()),
+               PYTHONWARNINGS=",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), quiet])))
     command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace_file()),
-               "-h", args.host, "-p", str(args.port)]
+               "-h", args.host, "-p", str(args.port), "--log-level", "warning"]
     _say(f"Dagster UI on http://{args.host}:{args.port} (home {home.home()}); Ctrl-C stops it")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         # Dagster's UI has no sign-in: whoever reaches the port can launch, cancel and read

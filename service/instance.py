@@ -17,6 +17,10 @@ EMBEDDED_YAML = """\
 run_coordinator:
   module: dagster.core.run_coordinator
   class: QueuedRunCoordinator
+  config:
+    # The daemon looks at the queue every second (Dagster's default is 5), so queued imports
+    # follow one another without waiting for the next look.
+    dequeue_interval_seconds: 1
 concurrency:
   pools:
     # Every step that writes the DuckDB store is in the pool `{pool}`, one step at a time. Per op

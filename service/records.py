@@ -23,7 +23,7 @@ from mail_pipeline.errors import MailPipelineError, first_line
 
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 # Dagster stores a run's failure under its older name.
-EVENT_NAMES = {"RUN_FAILURE": "PIPELINE_FAILURE"}
+EVENT_NAMES = {"RUN_FAILURE": "PIPELINE_FAILURE", "RUN_STARTING": "PIPELINE_STARTING"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class Event:
     type: str
     step_key: Optional[str]
     message: str
+    timestamp: float
     data: dict = field(default_factory=dict)
 
     def metadata(self) -> dict[str, str]:
@@ -181,7 +182,7 @@ class Records:
         for step_key, text in rows:
             entry = json.loads(text)
             event = entry.get("dagster_event") or {}
-            found.append(Event(event_type, step_key, event.get("message") or "",
+            found.append(Event(event_type, step_key, event.get("message") or "", entry.get("timestamp"),
                                event.get("event_specific_data") or {}))
         return found
 

@@ -30,6 +30,13 @@ def test_sigterm_stops_the_ui_and_everything_it_started(mail_home, tmp_path):
             assert time.monotonic() < deadline, "the UI did not listen within 120 s"
             time.sleep(0.5)
         time.sleep(3)  # (the daemon and the code servers up too)
+        idle = time.monotonic() + 20
+        while time.monotonic() < idle:  # a few sensor ticks, with nothing to do
+            time.sleep(1)
+        said = (tmp_path / "ui.log").read_text(errors="replace")
+        assert f"http://127.0.0.1:{port}" in said and str(mail_home) in said
+        assert "superseded" not in said, said
+        assert "Checking for new runs" not in said and "skipped" not in said, said  # a quiet idle console
         started = descendants(proc.pid)
         assert len(started) >= 3, started  # dagster dev, its webserver and its daemon at least
         proc.send_signal(signal.SIGTERM)
