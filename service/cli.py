@@ -611,19 +611,26 @@ def _closest(value, allowed) -> Optional[str]:
 
 def _did_you_mean(message: str, args: argparse.Namespace) -> str:
     """`; did you mean 'blocklist'?` when the error is about a value typed on the line that is
-    close to an allowed one (the core's own sentences stay as they are: the HTTP APIs say them)."""
-    from mail_pipeline.exports import FORMATS
-    from mail_pipeline.options import DATE_FORMATS, MODES, SUBSCRIPTION_STATUSES
-    from mail_pipeline.values import SUBSCRIBER_STATUSES
-    choices = (("mode", "mode", MODES), ("subscription_status", "subscription_status", SUBSCRIPTION_STATUSES),
-               ("date_format", "date_format", DATE_FORMATS), ("format", "format", FORMATS),
-               ("status", "status", SUBSCRIBER_STATUSES), ("category", "log", layout.LOGS),
-               ("permission", "permission", catalog.PERMISSIONS))
-    for attribute, named, allowed in choices:
+    close to an allowed one (the core's own sentences stay as they are: the HTTP APIs say them).
+    The allowed values are imported only for an option that was typed."""
+    def allowed(module: str, name: str):
+        return lambda: getattr(__import__(module, fromlist=[name]), name)
+
+    choices = (("mode", "mode", allowed("mail_pipeline.options", "MODES")),
+               ("subscription_status", "subscription_status",
+                allowed("mail_pipeline.options", "SUBSCRIPTION_STATUSES")),
+               ("date_format", "date_format", allowed("mail_pipeline.options", "DATE_FORMATS")),
+               ("format", "format", allowed("mail_pipeline.exports", "FORMATS")),
+               ("status", "status", allowed("mail_pipeline.values", "SUBSCRIBER_STATUSES")),
+               ("category", "log", lambda: layout.LOGS),
+               ("permission", "permission", lambda: catalog.PERMISSIONS))
+    for attribute, named, values in choices:
         typed = getattr(args, attribute, None)
         for value in typed if isinstance(typed, list) else [typed]:
-            if isinstance(value, str) and value not in allowed and re.search(rf"\b{named}\b", message):
-                close = _closest(value, allowed)
+            if not isinstance(value, str) or not re.search(rf"\b{named}\b", message):
+                continue
+            if value not in values():
+                close = _closest(value, values())
                 if close:
                     return f"; did you mean {close!r}?"
     return ""
