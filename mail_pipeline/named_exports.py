@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mail_pipeline import home, remote
 from mail_pipeline.errors import MailPipelineError
-from mail_pipeline.exports import ExportOptions, build_export, checked_out, export, opened
+from mail_pipeline.exports import ExportOptions, build_export, checked_out, delivered, export, opened
 
 DEFAULT_FILE = Path(__file__).resolve().parents[1] / "exports.toml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # becomes part of an asset key
@@ -41,8 +41,6 @@ def load(path: Path) -> dict[str, ExportOptions]:
                                     "digits and '_', and holds a table of options")
         try:
             named[name] = build_export(fields)
-            if named[name].out and remote.is_remote(named[name].out):
-                remote.check(named[name].out)
         except MailPipelineError as exc:
             raise MailPipelineError(f"named export {name!r} in {path}: {exc}") from None
     return named
@@ -59,11 +57,6 @@ def destination(name: str, options: ExportOptions) -> Path:
 def materialize(name: str, options: ExportOptions, database: Path) -> dict:
     """Write the named export, deliver it to a remote `out` (whole: a temporary name, then the
     final one), and return what was written: path (or URL), rows, sha256, size."""
-    path = destination(name, options)
     with opened(database) as con:
-        written = export(con, options, path)
-    where = str(written.path)
-    if options.out and remote.is_remote(options.out):
-        remote.put(written.path, options.out)
-        where = options.out
-    return {"path": where, "rows": written.rows, "sha256": written.sha256, "size": written.size}
+        written = export(con, options, destination(name, options))
+    return delivered(written, options.out)

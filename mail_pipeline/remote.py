@@ -26,19 +26,20 @@ def is_remote(url: str) -> bool:
     return "://" in url and urllib.parse.urlsplit(url).scheme.lower() in SCHEMES
 
 
-def check(url: str) -> None:
-    """An s3:// URL names a bucket; an sftp:// URL a host and a path. Refused in one sentence."""
+def check(url: str, key: str = "source") -> None:
+    """An s3:// URL names a bucket; an sftp:// URL a host and a path. Refused in one sentence
+    naming the `key` it was given as."""
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "s3" and not parts.netloc:
-        raise MailPipelineError(f"invalid source {url!r}: an s3:// URL names a bucket (s3://bucket/key)")
+        raise MailPipelineError(f"invalid {key} {url!r}: an s3:// URL names a bucket (s3://bucket/key)")
     if scheme == "sftp":
         try:
             parts.port  # (a port that is not a number raises here)
         except ValueError:
-            raise MailPipelineError(f"invalid source {url!r}: its port is not a number") from None
+            raise MailPipelineError(f"invalid {key} {url!r}: its port is not a number") from None
         if not parts.hostname or parts.path in ("", "/"):
-            raise MailPipelineError(f"invalid source {url!r}: an sftp:// URL names a host and a path "
+            raise MailPipelineError(f"invalid {key} {url!r}: an sftp:// URL names a host and a path "
                                     "(sftp://user@host:22/path)")
 
 

@@ -287,11 +287,23 @@ def test_a_named_export_lands_on_the_sftp_server(tmp_path, sftp):
     assert sorted(p.name for p in (sftp.root / "out").iterdir()) == ["weekly.csv"]
 
 
+def test_the_export_command_delivers_to_a_bucket_too(tmp_path, s3, mail_home):
+    from tests.helpers import cli
+    source = tmp_path / "in.csv"
+    source.write_bytes(CSV)
+    assert cli("import", str(source), "--list", "news", home=mail_home).returncode == 0
+    result = cli("export", "--out", f"s3://{s3.bucket}/all.csv", "--json", home=mail_home)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["path"] == f"s3://{s3.bucket}/all.csv"
+    assert document["sha256"] == hashlib.sha256(s3.get("all.csv")).hexdigest()
+
+
 def test_a_bad_export_location_is_refused_naming_the_export(tmp_path):
     from mail_pipeline import named_exports
     declarations = tmp_path / "exports.toml"
     declarations.write_text('[weekly]\nout = "sftp:///nohost"\n')
-    with pytest.raises(MailPipelineError, match="named export 'weekly' in .*: invalid source"):
+    with pytest.raises(MailPipelineError, match="named export 'weekly' in .*: invalid out 'sftp:///nohost'"):
         named_exports.load(declarations)
 
 
