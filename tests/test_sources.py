@@ -299,6 +299,14 @@ def test_the_export_command_delivers_to_a_bucket_too(tmp_path, s3, mail_home):
     assert document["sha256"] == hashlib.sha256(s3.get("all.csv")).hexdigest()
 
 
+def test_the_import_command_takes_an_s3_url(tmp_path, s3, mail_home):
+    from tests.helpers import cli
+    s3.put("drop/list.csv", CSV)
+    result = cli("import", f"s3://{s3.bucket}/drop/list.csv", "--list", "news", "--json", home=mail_home)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["stats"]["subscribers"]["added"] == 2
+
+
 def test_a_bad_export_location_is_refused_naming_the_export(tmp_path):
     from mail_pipeline import named_exports
     declarations = tmp_path / "exports.toml"
