@@ -110,6 +110,8 @@ def _declared(name: str, fields: Any, path: Path, valid_cron: Callable[[str], bo
                                 "(e.g. '0 2 * * *', every night at 02:00)")
     _check_kind(source, watch)
     interval = fields.get("interval", DEFAULT_INTERVAL)
+    if "interval" in fields and not watch:
+        raise MailPipelineError("invalid key 'interval': only a watched source has one; a schedule's cron says when")
     if not isinstance(interval, int) or isinstance(interval, bool) or not 5 <= interval <= 86400:
         raise MailPipelineError("invalid key 'interval': seconds between checks, from 5 to 86400")
     options = {key: value for key, value in fields.items() if key not in _OWN_KEYS}

@@ -102,6 +102,8 @@ subscription_status = "confirmed"
     ('source = "ftp://example.com/a.csv"\nschedule = "0 2 * * *"', "invalid key 'source'"),
     ('source = "sftp:///no/host"\nwatch = true', "invalid key 'source'"),
     ('schedule = "0 2 * * *"', "missing key 'source'"),
+    ('source = "s3://b/k.csv"\nschedule = "0 2 * * *"\ninterval = 60', "invalid key 'interval'"),
+    ('source = "s3://b/p/"\nwatch = true\ninterval = 1', "invalid key 'interval'"),
     ('source = "s3://b/p/"\nwatch = true\nmode = "sideways"', "invalid mode"),
     ('source = "s3://b/p/"\nwatch = true\ncontent = "email"', "the key 'content' cannot be declared"),
     ('source = "s3://b/p/"\nwatch = true\nparams = "missing.json"', "params file not found"),
