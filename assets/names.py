@@ -59,7 +59,7 @@ def readable_tags(options: ImportOptions) -> dict[str, str]:
     return {Tags.SOURCE: name[:200], Tags.LISTS: ",".join(options.lists)[:200]}
 
 
-def source_tags(name: str, options: ImportOptions) -> dict[str, str]:
+def source_tags(name: str, options: "ImportOptions") -> dict[str, str]:
     """An import made by a declared source's schedule or sensor, tagged with the source's name."""
     return {Tags.KIND: "import", Tags.DECLARED: name, **readable_tags(options)}
 
