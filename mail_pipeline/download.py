@@ -11,7 +11,7 @@ import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from mail_pipeline import remote
 from mail_pipeline.errors import MailPipelineError
@@ -147,12 +147,7 @@ def sha256_of(url: str) -> str:
     digest = hashlib.sha256()
     try:
         with _opened(_opener(False), url) as (stream, declared):
-            _refuse_declared(declared, url)
-            size = 0
-            while chunk := stream.read(_CHUNK):
-                size += len(chunk)
-                if size > MAX_BYTES:
-                    raise _TooLarge(f"download refused: {url} is over the 200 MB limit")
+            for chunk in _capped(stream, declared, url):
                 digest.update(chunk)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise MailPipelineError(f"{url} cannot be read: {getattr(exc, 'reason', None) or exc}") from None
@@ -180,19 +175,24 @@ def _opened(opener: urllib.request.OpenerDirector, url: str):
         yield response, int(declared) if declared and declared.isdigit() else None
 
 
-def _refuse_declared(declared: Optional[int], url: str) -> None:
+def _capped(stream, declared: Optional[int], url: str) -> Iterator[bytes]:
+    """The stream's chunks, refused at once when it declares more than MAX_BYTES, and as soon
+    as it brings more."""
     if declared is not None and declared > MAX_BYTES:
         raise _TooLarge(f"download refused: {url} is {declared // (1024 * 1024)} MB, over the 200 MB limit")
+    size = 0
+    while chunk := stream.read(_CHUNK):
+        size += len(chunk)
+        if size > MAX_BYTES:
+            raise _TooLarge(f"download refused: {url} is over the 200 MB limit")
+        yield chunk
 
 
 def _copy_capped(stream, declared: Optional[int], url: str, dest: Path) -> int:
-    """Copy `stream` to `dest` (whole or not at all), refusing more than MAX_BYTES."""
-    _refuse_declared(declared, url)
+    """Copy `stream` to `dest` (whole or not at all); returns its size."""
     size = 0
     with replacing(dest) as tmp, open(tmp, "wb") as out:
-        while chunk := stream.read(_CHUNK):
+        for chunk in _capped(stream, declared, url):
             size += len(chunk)
-            if size > MAX_BYTES:
-                raise _TooLarge(f"download refused: {url} is over the 200 MB limit")
             out.write(chunk)
     return size

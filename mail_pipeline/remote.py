@@ -110,7 +110,7 @@ def _opened_fs(url: str):
         raise OSError(f"{_host(url)} cannot be reached: {first_line(exc)}") from None
     try:
         yield fs, path
-    except (MailPipelineError, _Cap):
+    except MailPipelineError:  # (a size cap, decided by the caller)
         raise
     except Exception as exc:
         raise OSError(first_line(exc)) from None
@@ -118,10 +118,6 @@ def _opened_fs(url: str):
         client = getattr(fs, "client", None)
         if client is not None:  # (an SFTP connection)
             client.close()
-
-
-class _Cap(Exception):
-    """Raised through `_opened_fs` untouched (a size cap, decided by the caller)."""
 
 
 def _host(url: str) -> str:

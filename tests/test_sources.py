@@ -5,8 +5,6 @@ sensors ticked with `build_sensor_context`; their run requests then run in proce
 daemon would run them. The daemon itself runs them in tests/test_sources_daemon.py."""
 import hashlib
 import json
-import os
-import time
 from pathlib import Path
 
 import dagster as dg
