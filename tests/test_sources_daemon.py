@@ -56,6 +56,11 @@ def _finished(home: Path, count: int, timeout: float = 240) -> list[dict]:
         time.sleep(2)
 
 
+_STATES = """{ sensorOrError(sensorSelector: {repositoryLocationName: "mail_pipeline",
+  repositoryName: "__repository__", sensorName: "signups"}) { ... on Sensor { sensorState { status } } }
+  scheduleOrError(scheduleSelector: {repositoryLocationName: "mail_pipeline",
+  repositoryName: "__repository__", scheduleName: "nightly"}) { ... on Schedule { scheduleState { status } } } }"""
+
 _TICKS = """{ scheduleOrError(scheduleSelector: {repositoryLocationName: "mail_pipeline",
   repositoryName: "__repository__", scheduleName: "nightly"}) {
   ... on Schedule { scheduleState { ticks(limit: 10) { status skipReason } } } } }"""
@@ -79,7 +84,10 @@ interval = 5
 """)
     env = dict(os.environ, MAIL_PIPELINE_HOME=str(mail_home), MAIL_PIPELINE_IMPORTS=str(declarations),
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    with _ui(env):
+    with _ui(env) as client:
+        shown = client._execute(_STATES)  # both in the UI under their names, running by default
+        assert shown["sensorOrError"]["sensorState"]["status"] == "RUNNING"
+        assert shown["scheduleOrError"]["scheduleState"]["status"] == "RUNNING"
         data = _finished(mail_home, 3)
         assert sorted(d["state"] for d in data) == ["finished"] * 3, data
         assert sorted(tuple(d["lists"]) for d in data) == [("news",), ("news",), ("partners",)]
