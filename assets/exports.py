@@ -17,7 +17,8 @@ ExportConfig = config_class(exports.ExportOptions, "ExportConfig")
 
 
 def _metadata(result: dict) -> dict:
-    return {"path": dg.MetadataValue.path(result["path"]), "row_count": result["rows"],
+    where = result["path"]
+    return {"path": dg.MetadataValue.url(where) if "://" in where else dg.MetadataValue.path(where), "row_count": result["rows"],
             "sha256": result["sha256"], "size": result["size"]}
 
 
@@ -42,12 +43,11 @@ def named_export_asset(name: str, options: exports.ExportOptions) -> dg.AssetsDe
               description=f"Named export {name!r} ({options.format}), refreshed when the subscriber "
                           "table changes.")
     def _export(store: StoreResource) -> dg.MaterializeResult:
-        path = named_exports.destination(name, options)
-        with exports.opened(store.path()) as con:
-            written = exports.export(con, options, path)
-        return dg.MaterializeResult(metadata=_metadata(
-            {"path": str(written.path), "rows": written.rows, "sha256": written.sha256,
-             "size": written.size}))
+        try:
+            result = named_exports.materialize(name, options, store.path())
+        except MailPipelineError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        return dg.MaterializeResult(metadata=_metadata(result))
     return _export
 
 

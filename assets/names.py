@@ -26,6 +26,7 @@ class Tags:
     SOURCE = "mail_pipeline/source"            # the source file's name, or its URL
     LISTS = "mail_pipeline/lists"              # the target lists, comma-separated
     INBOX = "mail_pipeline/inbox"              # the dropped file that made it
+    DECLARED = "mail_pipeline/declared_source" # the declared source (imports.toml) that made it
     BEGINS_AT = "mail_pipeline/begins_at"      # a scheduled import's time (ISO UTC), for people
     REQUEST = "mail_pipeline/request"          # pause | cancel, asked for while it runs
     STAGE = "mail_pipeline/stage"              # downloading | waiting, while that lasts
@@ -58,6 +59,11 @@ def readable_tags(options: "ImportOptions") -> dict[str, str]:
     source = options.source or ("(inline CSV)" if options.content is not None else "")
     name = source if "://" in source else re.split(r"[\\/]", source)[-1]
     return {Tags.SOURCE: name[:200], Tags.LISTS: ",".join(options.lists)[:200]}
+
+
+def source_tags(name: str, options: "ImportOptions") -> dict[str, str]:
+    """An import made by a declared source's schedule or sensor, tagged with the source's name."""
+    return {Tags.KIND: "import", Tags.DECLARED: name, **readable_tags(options)}
 
 
 def pending_key(import_id: str) -> str:

@@ -2,6 +2,7 @@
 the instance: they never open the store, so they never wait on an import."""
 import json
 from datetime import datetime, timezone
+from typing import Optional
 
 import dagster as dg
 
@@ -24,22 +25,11 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         except Exception as exc:  # one bad file never holds up the others
             context.log.warning(f"inbox: {dropped.relative!r} not imported: {exc}")
             continue
-        owner = home.key_owner(dropped.key)
-        if owner is not None:
-            # Taken before. Requested again only if its run never started (the daemon stopped
-            # between the claim and the launch); the run key keeps that from running twice.
-            if _has_run(context.instance, owner):
-                continue
-            import_id = owner
-        else:
-            import_id = home.new_import_id()
-            if home.claim_key(dropped.key, import_id) is not None:  # another tick won the race
-                home.import_dir(import_id).rmdir()
-                continue
-            # Its run is made by the daemon a moment later: until then it reads `scheduled`.
-            context.instance.run_storage.set_cursor_values({pending_key(import_id): json.dumps(
-                {"state": "starting", "created_at": iso_utc(datetime.now(timezone.utc))})})
-        new_ids.append(import_id)
+        import_id, state = claim(context.instance, dropped.key)
+        if state in ("ran", "lost"):
+            continue
+        if state == "new":
+            new_ids.append(import_id)
         requests.append(dg.RunRequest(
             run_key=dropped.key, partition_key=import_id, run_config=import_run_config(options),
             tags={Tags.KIND: "import", Tags.INBOX: dropped.relative, **readable_tags(options)}))
@@ -47,6 +37,24 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[imports_partitions.build_add_request(new_ids)] if new_ids else [])
+
+
+def claim(instance: dg.DagsterInstance, key: str) -> tuple[Optional[str], str]:
+    """The import a file's identity (or a pull's bytes) is bound to, and what to do about it:
+    `new` (a new import, whose partition must be added), `again` (bound before but its run never
+    started: the daemon stopped between the claim and the launch; the run key keeps it from
+    running twice), `ran` (nothing to do), `lost` (another tick bound it a moment ago)."""
+    owner = home.key_owner(key)
+    if owner is not None:
+        return owner, "ran" if _has_run(instance, owner) else "again"
+    import_id = home.new_import_id()
+    if home.claim_key(key, import_id) is not None:
+        home.import_dir(import_id).rmdir()
+        return None, "lost"
+    # Its run is made by the daemon a moment later: until then it reads `scheduled`.
+    instance.run_storage.set_cursor_values({pending_key(import_id): json.dumps(
+        {"state": "starting", "created_at": iso_utc(datetime.now(timezone.utc))})})
+    return import_id, "new"
 
 
 def _has_run(instance: dg.DagsterInstance, import_id: str) -> bool:

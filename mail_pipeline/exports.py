@@ -16,7 +16,7 @@ from typing import Iterator, Optional
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mail_pipeline import home, store
+from mail_pipeline import home, remote, store
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.files import read_json, replacing, write_json
 from mail_pipeline.options import SUBSCRIPTION_STATUSES, describe_error
@@ -68,6 +68,8 @@ def build_export(fields: dict) -> ExportOptions:
                 raise MailPipelineError(f"invalid {name} {value!r}: must be " + ", ".join(allowed))
     if not 1 <= options.cold_days <= 36500:
         raise MailPipelineError("invalid cold_days: must be between 1 and 36500")
+    if options.out and remote.is_remote(options.out):
+        remote.check(options.out, "out")
     return options
 
 
@@ -249,9 +251,21 @@ def opened(database: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def destination(export_id: str, options: ExportOptions) -> Path:
-    if options.out:
+    """Where the file is written on this host: `out`, else the export's folder (and there too,
+    first, when `out` is on object storage or an SFTP server)."""
+    if options.out and not remote.is_remote(options.out):
         return checked_out(options.out)
     return home.export_dir(export_id) / f"subscribers{options.suffix()}"
+
+
+def delivered(written: Written, out: Optional[str]) -> dict:
+    """What was written (path, rows, sha256, size), after sending it to an `s3://` or `sftp://`
+    `out`, whole: under a temporary name there, then the final one."""
+    where = str(written.path)
+    if out and remote.is_remote(out):
+        remote.put(written.path, out)
+        where = out
+    return {"path": where, "rows": written.rows, "sha256": written.sha256, "size": written.size}
 
 
 def checked_out(out: str) -> Path:
@@ -271,8 +285,7 @@ def run_export(export_id: str, options: ExportOptions, database: Path) -> dict:
     write_json(folder / "export.json", {"options": options.model_dump()})
     with opened(database) as con:
         written = export(con, options, destination(export_id, options))
-    result = {"path": str(written.path), "rows": written.rows, "sha256": written.sha256,
-              "size": written.size}
+    result = delivered(written, options.out)
     write_json(folder / "result.json", result)
     return result
 

@@ -38,8 +38,20 @@ class Dropped:
 
     @property
     def list_name(self) -> Optional[str]:
-        parts = Path(self.relative).parts
-        return parts[0] if len(parts) == 2 else None
+        return list_of(self.relative)
+
+
+def list_of(relative: str) -> Optional[str]:
+    """The list a file's folder names: `<list>/file.csv` below the watched folder (the inbox, or
+    a declared source's folder or prefix); a file directly in it names none."""
+    parts = Path(relative).parts
+    return parts[0] if len(parts) == 2 else None
+
+
+def with_list(lists: list[str], relative: str) -> list[str]:
+    """`lists`, plus the one the file's folder names."""
+    named = list_of(relative)
+    return [*lists, named] if named and named not in lists else list(lists)
 
 
 def settled_files(now: Optional[float] = None) -> Iterator[Dropped]:
@@ -74,9 +86,7 @@ def options_for(dropped: Dropped) -> ImportOptions:
         except (OSError, ValueError, RecursionError) as exc:
             raise MailPipelineError(f"sidecar {sidecar.name} is not valid JSON: {exc}") from None
         fields = from_body(body)[1]
-    lists = list(fields.get("lists") or [])
-    if dropped.list_name and dropped.list_name not in lists:
-        lists.append(dropped.list_name)
-    fields.update({"lists": lists, "source": str(dropped.path), "content": None,
+    fields.update({"lists": with_list(list(fields.get("lists") or []), dropped.relative),
+                   "source": str(dropped.path), "content": None,
                    "idempotency_key": dropped.key})
     return build(fields)

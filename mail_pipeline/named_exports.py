@@ -1,7 +1,8 @@
 """Named exports: exports declared once in a TOML file, each kept fresh as a Dagster asset.
 
 The file is `exports.toml` beside `pyproject.toml` (or `$MAIL_PIPELINE_EXPORTS`); each table is
-one export, its keys the export options (spec §6 filters, `format`, `gzip`, `out`):
+one export, its keys the export options (spec §6 filters, `format`, `gzip`, `out`); `out` may be
+an `s3://` or `sftp://` location, where the file is delivered whole (`remote.put`):
 
     [newsletter_confirmed]
     lists = ["newsletter"]
@@ -13,9 +14,9 @@ import re
 import tomllib
 from pathlib import Path
 
-from mail_pipeline import home
+from mail_pipeline import home, remote
 from mail_pipeline.errors import MailPipelineError
-from mail_pipeline.exports import ExportOptions, build_export, checked_out
+from mail_pipeline.exports import ExportOptions, build_export, checked_out, delivered, export, opened
 
 DEFAULT_FILE = Path(__file__).resolve().parents[1] / "exports.toml"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")  # becomes part of an asset key
@@ -46,6 +47,16 @@ def load(path: Path) -> dict[str, ExportOptions]:
 
 
 def destination(name: str, options: ExportOptions) -> Path:
-    if options.out:
+    """Where the file is written on this host: `out`, else `exports/named/` in the home (and
+    there too, first, when `out` is an object store or SFTP server)."""
+    if options.out and not remote.is_remote(options.out):
         return checked_out(options.out)
     return home.exports_dir() / "named" / f"{name}{options.suffix()}"
+
+
+def materialize(name: str, options: ExportOptions, database: Path) -> dict:
+    """Write the named export, deliver it to a remote `out` (whole: a temporary name, then the
+    final one), and return what was written: path (or URL), rows, sha256, size."""
+    with opened(database) as con:
+        written = export(con, options, destination(name, options))
+    return delivered(written, options.out)
