@@ -2,13 +2,13 @@
 each watched folder or prefix, both named after the source and running by default under
 `mail-pipeline ui`. They only look at the source and the instance: the runs they request
 download the files (state `downloading`) and import them like any other."""
-from typing import Union
+from typing import Optional, Union
 
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string
 
 from assets.imports import import_job
-from assets.names import import_run_config, source_tags
+from assets.names import IMPORT_JOB, Tags, import_run_config, options_of, source_tags
 from assets.partitions import imports_partitions
 from assets.sensors import claim
 from mail_pipeline import remote, sources
@@ -28,7 +28,11 @@ def pull_schedule(declared: sources.Declared) -> dg.ScheduleDefinition:
             digest = sources.fingerprint(declared.source)
         except MailPipelineError as exc:
             return dg.SkipReason(f"source {declared.name!r}: {exc}")
-        key = sources.pull_key(declared.name, digest)
+        last = _last_pull(context.instance, declared.name)
+        if last is not None and sources.digest_of(last[1]) == digest:
+            return dg.SkipReason(sources.same_bytes(declared, last[0], digest))
+        # (bound to the pull before it, so bytes that come back after others import again)
+        key = sources.pull_key(declared.name, digest, after=last[0] if last else None)
         import_id, state = claim(context.instance, key)
         if state == "ran":
             return dg.SkipReason(sources.same_bytes(declared, import_id, digest))
@@ -42,6 +46,14 @@ def pull_schedule(declared: sources.Declared) -> dg.ScheduleDefinition:
                              run_config=import_run_config(options),
                              tags=source_tags(declared.name, options))
     return _pull
+
+
+def _last_pull(instance: dg.DagsterInstance, name: str) -> Optional[tuple[str, str]]:
+    """The import the source's last pull made, and its key (which holds the bytes' sha256)."""
+    runs = instance.get_runs(dg.RunsFilter(job_name=IMPORT_JOB, tags={Tags.DECLARED: name}), limit=1)
+    if not runs:
+        return None
+    return runs[0].tags.get(Tags.PARTITION), options_of(runs[0].run_config).get("idempotency_key") or ""
 
 
 def watch_sensor(declared: sources.Declared) -> dg.SensorDefinition:

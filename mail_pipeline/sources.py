@@ -199,8 +199,14 @@ def fingerprint(source: str) -> str:
     return digest.hexdigest()
 
 
-def pull_key(name: str, digest: str) -> str:
-    return f"source:{name}:sha256:{digest}"
+def pull_key(name: str, digest: str, after: Optional[str] = None) -> str:
+    """A pull's identity: the source, its bytes, and the import of the pull before it."""
+    return f"source:{name}:sha256:{digest}" + (f":after:{after}" if after else "")
+
+
+def digest_of(key: str) -> Optional[str]:
+    """The sha256 a pull's key holds."""
+    return key.split(":sha256:", 1)[1].split(":", 1)[0] if ":sha256:" in key else None
 
 
 def same_bytes(declared: Declared, import_id: str, digest: str) -> str:

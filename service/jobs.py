@@ -330,7 +330,7 @@ def resume(inst: dg.DagsterInstance, import_id: str, detach: bool = False) -> dg
     if not inst.has_dynamic_partition(IMPORTS_PARTITIONS, import_id):
         inst.add_dynamic_partitions(IMPORTS_PARTITIONS, [import_id])
     kept = {k: v for k, v in run.tags.items()
-            if k in (Tags.KIND, Tags.SOURCE, Tags.LISTS, Tags.INBOX, Tags.API, Tags.API_KEY)}
+            if k in (Tags.KIND, Tags.SOURCE, Tags.LISTS, Tags.INBOX, Tags.API, Tags.API_KEY, Tags.DECLARED)}
     config = {k: v for k, v in run.run_config.items() if k != "loggers"}
     if detach:
         again = _create_run(inst, IMPORT_JOB, import_id, config, kept, parent=run, queued=True)

@@ -161,6 +161,11 @@ def test_a_schedule_pulls_from_s3_and_skips_a_pull_that_brings_the_same_bytes(tm
     s3.put("exports/nightly.csv", CSV + b"cy@example.com,Cy\n")
     again = _tick_schedule(instance, declared)
     assert isinstance(again, dg.RunRequest) and again.partition_key != request.partition_key
+    assert _run(instance, again).success
+    s3.put("exports/nightly.csv", CSV)  # the first bytes back: not the same as the last pull's
+    back = _tick_schedule(instance, declared)
+    assert isinstance(back, dg.RunRequest) and back.partition_key not in (request.partition_key,
+                                                                          again.partition_key)
 
 
 def test_a_pull_whose_run_never_started_is_requested_again(tmp_path, s3, instance):
