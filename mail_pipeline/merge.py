@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Optional
 import duckdb
 import polars as pl
 
+from mail_pipeline import store
 from mail_pipeline.files import replacing
 from mail_pipeline.options import ImportOptions
 
@@ -162,11 +163,13 @@ WHERE name NOT IN (SELECT name FROM lists)
 """
 
 _INSERT_SUBSCRIBERS = f"""
-INSERT INTO subscribers (email, name, status, attributes, created_at, updated_at, tags, email_format)
+INSERT INTO subscribers (email, name, status, attributes, created_at, updated_at, tags, email_format,
+                         created_by, updated_by, updated_by_at)
 SELECT email, name,
        CASE WHEN $mode = 'blocklist' THEN 'blocklisted' ELSE coalesce(subscriber_status, 'enabled') END,
        {_NEW_ATTRIBUTES}, coalesce(c.created_at, $now), coalesce(c.updated_at, c.created_at, $now),
-       {_tag_set("coalesce(c.tags, [])")}, coalesce(c.email_format, $email_format)
+       {_tag_set("coalesce(c.tags, [])")}, coalesce(c.email_format, $email_format),
+       $import_id, $import_id, $now
 FROM classified c WHERE category = 'added' AND NOT known
 """
 
@@ -177,7 +180,7 @@ FROM classified c WHERE category = 'added' AND NOT known
 _UPDATE_SUBSCRIBERS = f"""
 UPDATE subscribers AS s SET
   name = v.name, status = v.status, attributes = v.attributes, tags = v.tags,
-  email_format = v.email_format, updated_at = $now
+  email_format = v.email_format, updated_at = $now, updated_by = $import_id, updated_by_at = $now
 FROM (
   SELECT c.email,
     CASE WHEN c.fields_ok AND $custom_fields AND c.name IS NOT NULL THEN c.name
@@ -206,11 +209,13 @@ WHERE s.email = v.email
 # A new subscriber has none yet; a known one holds those in `lists_on` (found when classifying).
 _INSERT_SUBSCRIPTIONS = """
 INSERT INTO subscriptions (email, list, status, created_at, updated_at,
-                           subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip)
+                           subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip,
+                           created_by, updated_by, updated_by_at)
 SELECT c.email, t.list,
        CASE WHEN $mode = 'blocklist' OR c.subscriber_status = 'blocklisted' THEN 'unsubscribed'
             ELSE coalesce(c.subscription_status, $subscription_status) END,
-       $now, $now, c.subscribe_time, c.subscribe_ip, c.confirm_time, c.remove_time, c.remove_ip
+       $now, $now, c.subscribe_time, c.subscribe_ip, c.confirm_time, c.remove_time, c.remove_ip,
+       $import_id, $import_id, $now
 FROM classified c CROSS JOIN (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list) t
 WHERE (c.category = 'added' OR ($mode = 'blocklist' AND c.category = 'updated')) AND {known}
   AND (c.lists IS NULL OR NOT list_contains(map_keys(%s), t.list))  -- the row's own status wins
@@ -219,11 +224,13 @@ _INSERT_SUBSCRIPTIONS_NEW = _INSERT_SUBSCRIPTIONS.replace("{known}", "NOT c.know
 # A row's own lists, each with its own status, where the subscriber is not on it yet.
 _INSERT_ROW_SUBSCRIPTIONS = f"""
 INSERT INTO subscriptions (email, list, status, created_at, updated_at,
-                           subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip)
+                           subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip,
+                           created_by, updated_by, updated_by_at)
 SELECT email, e.key,
        CASE WHEN $mode = 'blocklist' OR subscriber_status = 'blocklisted' THEN 'unsubscribed'
             ELSE e.value END,
-       $now, $now, subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip
+       $now, $now, subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip,
+       $import_id, $import_id, $now
 FROM (SELECT *, unnest(map_entries({_ROW_LISTS.format(c="c")})) AS e FROM classified c
       WHERE c.lists IS NOT NULL
         AND (c.category = 'added' OR ($mode = 'blocklist' AND c.category = 'updated'))) r
@@ -246,7 +253,8 @@ def _subscription_field(name: str) -> str:
 
 _SUBSCRIPTION_FIELDS = ("subscribe_time", "subscribe_ip", "confirm_time", "remove_time", "remove_ip")
 _UPDATE_SUBSCRIPTIONS = f"""
-UPDATE subscriptions AS x SET status = v.status, updated_at = $now,
+UPDATE subscriptions AS x SET status = v.status, updated_at = $now, updated_by = $import_id,
+  updated_by_at = $now,
   {", ".join(f"{f} = v.{f}" for f in _SUBSCRIPTION_FIELDS)}
 FROM (
   SELECT x.email, x.list,
@@ -269,6 +277,50 @@ FROM (
 WHERE x.email = v.email AND x.list = v.list AND (x.status IS DISTINCT FROM v.status
   OR {" OR ".join(f"x.{f} IS DISTINCT FROM v.{f}" for f in _SUBSCRIPTION_FIELDS)})
 """
+
+
+# Before-images (issue 16): before a batch changes known subscribers, each one it may change is
+# copied into `changes` with all its subscriptions; a subscriber it creates is noted there as not
+# having existed. After the batch's statements, the copies of those it left as they were are
+# dropped again: a changed row carries this batch's provenance (updated_by and the batch's
+# moment), so telling them apart needs no comparison of values.
+_SUBSCRIBER_IMAGE = ", ".join(f"s.{c}" for c in store.SUBSCRIBER_COLUMNS[1:])
+_SUBSCRIPTION_IMAGE = ", ".join(f"x.{c}" for c in store.SUBSCRIPTION_COLUMNS)
+_TOUCHED = "SELECT email FROM classified WHERE known AND category IN ('added', 'updated')"
+_KEEP_SUBSCRIBERS = f"""
+INSERT INTO changes
+SELECT $import_id, $batch, s.email, true, $now, {_SUBSCRIBER_IMAGE}
+FROM subscribers s WHERE s.email IN ({{touched}})
+"""
+_KEEP_SUBSCRIPTIONS = f"""
+INSERT INTO changed_subscriptions
+SELECT $import_id, $batch, {_SUBSCRIPTION_IMAGE}
+FROM subscriptions x WHERE x.email IN ({{touched}})
+"""
+_KEEP_NEW = """
+INSERT INTO changes (import_id, batch, email, existed, changed_at)
+SELECT $import_id, $batch, email, false, $now FROM classified WHERE category = 'added' AND NOT known
+"""
+_CHANGED_NOW = """
+SELECT email FROM subscribers WHERE updated_by_at = $now AND updated_by = $import_id
+UNION ALL SELECT email FROM subscriptions WHERE updated_by_at = $now AND updated_by = $import_id
+"""
+_DROP_UNCHANGED = f"""
+DELETE FROM changes WHERE import_id = $import_id AND batch = $batch AND existed
+  AND email NOT IN ({_CHANGED_NOW})
+"""
+_DROP_UNCHANGED_SUBSCRIPTIONS = """
+DELETE FROM changed_subscriptions WHERE import_id = $import_id AND batch = $batch
+  AND email NOT IN (SELECT email FROM changes WHERE import_id = $import_id AND batch = $batch)
+"""
+# unsubscribe_others keeps its before-images under this batch number, after every real batch.
+OTHERS_BATCH = 2_000_000_000
+
+
+def _keep_before_images(con: duckdb.DuckDBPyConnection, params: dict, touched: str) -> None:
+    """Copy the subscribers `touched` selects, and their subscriptions, into the before-images."""
+    _run(con, _KEEP_SUBSCRIBERS.format(touched=touched), params)
+    _run(con, _KEEP_SUBSCRIPTIONS.format(touched=touched), params)
 
 
 @dataclass(frozen=True)
@@ -403,7 +455,8 @@ WHERE list_contains($lists::VARCHAR[], x.list) AND x.status IN ('unconfirmed', '
 ORDER BY x.email
 """
 _UNSUBSCRIBE_OTHERS = """
-UPDATE subscriptions SET status = 'unsubscribed', updated_at = $now
+UPDATE subscriptions SET status = 'unsubscribed', updated_at = $now, updated_by = $import_id,
+  updated_by_at = $now
 WHERE list_contains($lists::VARCHAR[], list) AND status IN ('unconfirmed', 'confirmed')
   AND email IN (SELECT email FROM others)
 """
@@ -415,8 +468,10 @@ def _unsubscribe_others(con: duckdb.DuckDBPyConnection, import_id: str, valid: l
                             [import_id, "unsubscribe_others"]).fetchall()
     if done:
         return
-    params = {**_parameters(options, datetime.now(timezone.utc)), "valid": valid}
+    params = {**_parameters(options, datetime.now(timezone.utc)), "valid": valid,
+              "import_id": import_id, "batch": OTHERS_BATCH}
     _run(con, _OTHERS, params)
+    _keep_before_images(con, params, "SELECT email FROM others")
     _run(con, _UNSUBSCRIBE_OTHERS, params)
     others = con.sql("SELECT email FROM others").pl()
     with replacing(outcomes_dir / "unsubscribed_others.parquet") as tmp:  # before the commit
@@ -453,7 +508,8 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
     """Apply one batch (the caller holds its transaction); statements with nothing to do are
     left out."""
     params = {**_parameters(options, datetime.now(timezone.utc)), "batch": number,
-              "valid": batch.valid, "first_row": batch.first_row, "last_row": batch.last_row}
+              "valid": batch.valid, "first_row": batch.first_row, "last_row": batch.last_row,
+              "import_id": import_id}
     _run(con, _INSERT_LISTS, params)
     changes = batch.new or batch.known or batch.row_lists
     _run(con, _BATCH.format(columns=_ALL_COLUMNS if changes else _KEY_COLUMNS), params)
@@ -463,11 +519,18 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
         _run(con, _BATCH_WITH_LIMIT, params)
         con.execute("CREATE OR REPLACE TEMP VIEW classified AS SELECT * FROM limited")
     new, known, row_lists = batch.new, batch.known, batch.row_lists
+    if known:
+        _keep_before_images(con, params, _TOUCHED)
+    if new:
+        _run(con, _KEEP_NEW, params)
     for sql, needed in ((_UPDATE_SUBSCRIBERS, known), (_UPDATE_SUBSCRIPTIONS, known),
                         (_INSERT_SUBSCRIBERS, new), (_INSERT_SUBSCRIPTIONS_KNOWN, known),
                         (_INSERT_SUBSCRIPTIONS_NEW, new), (_INSERT_ROW_SUBSCRIPTIONS, row_lists)):
         if needed:  # (a subscriber limit only turns 'added' rows into skipped ones)
             _run(con, sql, params)
+    if known:
+        _run(con, _DROP_UNCHANGED, params)
+        _run(con, _DROP_UNCHANGED_SUBSCRIPTIONS, params)
     rows = con.sql("SELECT row, email, category FROM classified ORDER BY row").pl()
     # Written before the commit: if the commit never happens the batch is applied again
     # and this file rewritten; once it happens, the file is already there.
