@@ -78,16 +78,19 @@ def later_imports(con: duckdb.DuckDBPyConnection, import_id: str) -> list[tuple[
     return sorted(((other, n) for other, n in rows if other), key=lambda r: _id_order(r[0]))
 
 
+def refusal(import_id: str, later: list[tuple[str, int]]) -> str:
+    """The sentence refusing a revert that would undo later imports' changes too."""
+    named = ", ".join(f"import {other} ({n} subscriber{'s' if n != 1 else ''})" for other, n in later)
+    first = " then ".join(f"{other}" for other, _ in reversed(later))
+    return (f"import {import_id} cannot be reverted: later imports changed the same subscribers "
+            f"again: {named}; revert those first (mail-pipeline imports revert {first})")
+
+
 def refuse_if_changed_later(con: duckdb.DuckDBPyConnection, import_id: str) -> None:
-    """Refuse, in one sentence, a revert that would undo later imports' changes too."""
+    """Refuse a revert that would undo later imports' changes too."""
     later = later_imports(con, import_id)
     if later:
-        named = ", ".join(f"import {other} ({n} subscriber{'s' if n != 1 else ''})"
-                          for other, n in later)
-        first = " then ".join(f"{other}" for other, _ in reversed(later))
-        raise MailPipelineError(
-            f"import {import_id} cannot be reverted: later imports changed the same subscribers "
-            f"again: {named}; revert those first (mail-pipeline imports revert {first})")
+        raise MailPipelineError(refusal(import_id, later))
 
 
 def plan(con: duckdb.DuckDBPyConnection, import_id: str, sample: int = 20) -> dict:
