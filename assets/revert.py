@@ -15,16 +15,18 @@ from mail_pipeline import store as subscriber_store
                    "transaction each (batches already put back are skipped).")
 def revert_import(context: dg.OpExecutionContext, store: StoreResource) -> dict:
     import_id = context.partition_key
+    folder = pipeline.Folder.of(import_id)
 
     def progress(p: revert.Progress) -> None:
-        context.log.info(f"import {import_id}: reverted batch {p.batch}/{p.batches} "
-                         f"({p.subscribers} subscribers put back)")
+        said = f"reverted batch {p.batch}/{p.batches} ({p.subscribers} subscribers put back)"
+        context.log.info(f"import {import_id}: {said}")
+        if folder.path.is_dir():
+            logs.append_log(folder.path, said)
 
     with reported(context):
         with subscriber_store.writer(store.path()) as con:
             done = revert.revert(con, import_id, progress, _requested(context))
             totals = subscriber_store.totals(con)
-        folder = pipeline.Folder.of(import_id)
         if folder.path.is_dir():
             logs.append_log(folder.path, f"reverted: {done['subscribers_removed']} subscribers "
                             f"removed, {done['subscribers_restored']} restored")

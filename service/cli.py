@@ -361,6 +361,8 @@ def cmd_revert(args: argparse.Namespace) -> int:
     plan = None if busy else _revert_plan(args.id)
     if args.dry_run:
         return _print_revert(args.id, plan, args.json, dry_run=True)
+    if plan and plan["changed_later"]:
+        raise MailPipelineError(_refusal(args.id, plan))
     runs = _runs()
     inst = runs.instance()
     if not args.json:
@@ -383,6 +385,11 @@ def _revert_plan(import_id: str) -> dict:
         return revert.plan(con, import_id)
 
 
+def _refusal(import_id: str, plan: dict) -> str:
+    from mail_pipeline.revert import refusal
+    return refusal(import_id, [(c["import_id"], c["subscribers"]) for c in plan["changed_later"]])
+
+
 def _print_revert(import_id: str, plan: Optional[dict], as_json: bool, dry_run: bool = False,
                   document: Optional[dict] = None) -> int:
     if plan is None:  # (the store was busy when the revert began: its counts are in its run)
@@ -390,10 +397,7 @@ def _print_revert(import_id: str, plan: Optional[dict], as_json: bool, dry_run: 
         if not as_json:
             print(f"import {import_id}: reverted at {document['reverted_at']}")
             return 0
-    refused = None
-    if plan["changed_later"]:
-        from mail_pipeline.revert import refusal
-        refused = refusal(import_id, [(c["import_id"], c["subscribers"]) for c in plan["changed_later"]])
+    refused = _refusal(import_id, plan) if plan["changed_later"] else None
     if as_json:
         print(json.dumps({"id": import_id, "dry_run": dry_run, **plan, "refused": refused,
                           **({"import": document} if document else {})}, indent=2))

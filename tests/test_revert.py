@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from mail_pipeline import exports, home, revert, store
 from mail_pipeline.errors import MailPipelineError
-from tests.helpers import query, run_import
+from tests.helpers import cli, query, run_import
 from tests.test_properties import (EFFECT_HEADER, EFFECT_OPTIONS, EFFECT_ROWS, SETTINGS, UNSUBSCRIBED,
                                    _write_rows)
 
@@ -127,3 +127,142 @@ def test_forgetting_an_imports_before_images(write_csv):
     with store.writer(home.database_path()) as con:
         assert revert.forget(con, [import_id]) == 1
         assert revert.plan(con, import_id)["subscribers_removed"] == 0
+
+
+# --- the command line and the Dagster runs ------------------------------------------------------
+
+def _json(result) -> dict:
+    import json
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _export_cli(mail_home, tmp_path, name: str) -> bytes:
+    out = tmp_path / f"{name}.csv"
+    assert cli("export", "--format", "csv", "--out", str(out), "--json", home=mail_home).returncode == 0
+    return out.read_bytes()
+
+
+def _revert_runs(mail_home) -> list:
+    import dagster as dg
+    from service import jobs
+    inst = jobs.instance()
+    try:
+        return [(r.status, r.tags) for r in inst.get_runs(dg.RunsFilter(job_name="revert_job"))]
+    finally:
+        inst.dispose()
+
+
+def test_imports_revert_takes_an_import_back_as_a_run_of_its_own(tmp_path, mail_home, write_csv):
+    a = write_csv("email,name,tags\nann@example.com,Ann,x\nbo@example.com,Bo,\n")
+    b = write_csv("email,name,tags\nann@example.com,Wrong,y\ncy@example.com,Cy,\n", "b.csv")
+    first = _json(cli("import", str(a), "--list", "news", "--json", home=mail_home))["id"]
+    before = _export_cli(mail_home, tmp_path, "before")
+    second = _json(cli("import", str(b), "--list", "news", "--overwrite", "--replace-tags",
+                       "--unsubscribe-others", "--json", home=mail_home))
+    assert second["stats"]["unsubscribed_others"] == 1  # bo
+    wrong = _export_cli(mail_home, tmp_path, "wrong")
+
+    shown = _json(cli("subscribers", "show", "ANN@example.com", "--json", home=mail_home))
+    assert shown["subscriber"]["created_by"] == first and shown["subscriber"]["updated_by"] == second["id"]
+    assert [(h["import_id"], h["kind"]) for h in shown["history"]] == [(second["id"], "updated"),
+                                                                      (first, "added")]
+    assert shown["history"][0]["changed"] == {"name": ["Ann", "Wrong"], "tags": [["x"], ["y"]]}
+    bo = _json(cli("subscribers", "show", "bo@example.com", "--json", home=mail_home))
+    assert bo["history"][0]["kind"] == "unsubscribed"
+    assert bo["history"][0]["changed"] == {"lists.news": ["unconfirmed", "unsubscribed"]}
+
+    # refused: a later import changed the same subscribers; nothing changes, no run is made
+    refused = cli("imports", "revert", first, home=mail_home)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert f"later imports changed the same subscribers again: import {second['id']} (2 subscribers)" \
+        in refused.stderr
+    assert _export_cli(mail_home, tmp_path, "refused") == wrong and _revert_runs(mail_home) == []
+
+    dry = _json(cli("imports", "revert", second["id"], "--dry-run", "--json", home=mail_home))
+    assert (dry["subscribers_removed"], dry["subscribers_restored"], dry["removed"]) == (
+        1, 2, ["cy@example.com"])
+    assert _export_cli(mail_home, tmp_path, "dry") == wrong and _revert_runs(mail_home) == []
+
+    done = _json(cli("imports", "revert", second["id"], "--json", home=mail_home))
+    assert done["import"]["state"] == "reverted" and done["import"]["reverted_at"]
+    assert _export_cli(mail_home, tmp_path, "after") == before
+    [(status, tags)] = _revert_runs(mail_home)
+    assert status.value == "SUCCESS" and tags["dagster/partition"] == second["id"]
+    assert tags["mail_pipeline/import_run"] == second["run_id"]
+    listed = _json(cli("imports", "--json", home=mail_home))["data"]
+    assert {d["id"]: d["state"] for d in listed} == {first: "finished", second["id"]: "reverted"}
+
+    again = cli("imports", "revert", second["id"], home=mail_home)
+    assert again.returncode == 2 and "was reverted already on" in again.stderr
+    assert cli("imports", "resume", second["id"], home=mail_home).returncode == 2
+    assert _json(cli("imports", "revert", first, "--json", home=mail_home))["import"]["state"] == "reverted"
+    assert query("SELECT count(*) FROM subscribers") == [(0,)]
+
+
+def test_a_purged_import_cannot_be_reverted(tmp_path, mail_home, write_csv):
+    from assets.definitions import defs
+    from service import jobs
+    import_id = _json(cli("import", str(write_csv("email\nann@example.com\n")), "--list", "news",
+                          "--json", home=mail_home))["id"]
+    inst = jobs.instance()
+    try:
+        purged = defs.resolve_job_def("retention_job").execute_in_process(
+            instance=inst, run_config={"ops": {"purge_old_imports": {"config": {"days": 0}}}})
+    finally:
+        inst.dispose()
+    assert purged.output_for_node("purge_old_imports") == 1
+    assert query("SELECT count(*) FROM changes") == [(0,)]
+    refused = cli("imports", "revert", import_id, home=mail_home)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert (f"import {import_id} was purged on " in refused.stderr
+            and "its before-images are gone, so it cannot be reverted" in refused.stderr)
+
+
+def test_a_running_import_cannot_be_reverted(tmp_path, mail_home, write_csv):
+    import_id = _json(cli("import", str(write_csv("email\nann@example.com\n")), "--list", "news",
+                          "--draft", "--json", home=mail_home))["id"]
+    refused = cli("imports", "revert", import_id, home=mail_home)
+    assert refused.returncode == 2
+    assert f"import {import_id} is draft: only an import that has ended" in refused.stderr
+
+
+def test_a_revert_killed_midway_resumes_to_the_same_result(tmp_path, mail_home, write_csv):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    base = write_csv("email,name\n" + "".join(f"s{i}@example.com,Old{i}\n" for i in range(0, 400, 2)))
+    _json(cli("import", str(base), "--list", "news", "--json", home=mail_home))
+    before = _export_cli(mail_home, tmp_path, "before")
+    rows = write_csv("email,name\n" + "".join(f"s{i}@example.com,New{i}\n" for i in range(400)), "b.csv")
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"lists": ["news"], "overwrite": True, "batch_size": 1}))
+    import_id = _json(cli("import", str(rows), "--params", str(params), "--json", home=mail_home))["id"]
+    log = mail_home / "imports" / import_id / "logs" / "log.txt"
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "imports", "revert", import_id],
+                            env=dict(os.environ, MAIL_PIPELINE_HOME=str(mail_home)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while "reverted batch 3/" not in (log.read_text() if log.exists() else ""):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    [(done,)] = query("SELECT count(*) FROM revert_batches WHERE import_id = ?", [import_id])
+    assert 3 <= done < 400
+    assert _json(cli("imports", "show", import_id, "--json", home=mail_home))["state"] == "finished"
+    resumed = _json(cli("imports", "revert", import_id, "--json", home=mail_home))
+    assert resumed["import"]["state"] == "reverted"
+    assert query("SELECT count(*) FROM revert_batches WHERE import_id = ?", [import_id]) == [(400,)]
+    assert _export_cli(mail_home, tmp_path, "after") == before
+
+
+def test_subscribers_show_reads_without_dagster(tmp_path, mail_home, write_csv):
+    from tests.test_reading import _loaded
+    _json(cli("import", str(write_csv("email\nann@example.com\n")), "--list", "news", "--json",
+              home=mail_home))
+    probe = _loaded("subscribers", "show", "ann@example.com", "--json", home=mail_home)
+    assert probe["code"] == 0 and probe["loaded"] == ["duckdb"]
