@@ -176,13 +176,13 @@ FROM classified c WHERE category = 'added' AND NOT known
 # Existing subscribers that are updated, or added to a list while overwrite is on, take the
 # file's values where overwrite_what and overwrite_when_status allow; blocklist mode always
 # blocklists but changes other fields only with overwrite. updated_at moves only if a value
-# changes.
-_UPDATE_SUBSCRIBERS = f"""
-UPDATE subscribers AS s SET
-  name = v.name, status = v.status, attributes = v.attributes, tags = v.tags,
-  email_format = v.email_format, updated_at = $now, updated_by = $import_id, updated_by_at = $now
-FROM (
-  SELECT c.email,
+# changes. The rows that change are found first (`subscriber_updates`), so that their
+# before-images can be kept before anything is written.
+_SUBSCRIBER_UPDATES = f"""
+CREATE OR REPLACE TEMP TABLE subscriber_updates AS
+SELECT v.* EXCLUDE (old_name, old_status, old_attributes, old_tags, old_email_format) FROM (
+  SELECT c.email, s.name AS old_name, s.status AS old_status,
+    s.attributes::VARCHAR AS old_attributes, s.tags AS old_tags, s.email_format AS old_email_format,
     CASE WHEN c.fields_ok AND $custom_fields AND c.name IS NOT NULL THEN c.name
          ELSE s.name END AS name,
     CASE WHEN $mode = 'blocklist' THEN 'blocklisted'
@@ -199,10 +199,15 @@ FROM (
   JOIN subscribers s ON s.email = c.email
   WHERE c.known AND c.category IN ('added', 'updated')
 ) AS v
-WHERE s.email = v.email
-  AND (s.name IS DISTINCT FROM v.name OR s.status IS DISTINCT FROM v.status
-       OR s.attributes::VARCHAR IS DISTINCT FROM v.attributes::VARCHAR
-       OR s.tags IS DISTINCT FROM v.tags OR s.email_format IS DISTINCT FROM v.email_format)
+WHERE v.old_name IS DISTINCT FROM v.name OR v.old_status IS DISTINCT FROM v.status
+   OR v.old_attributes IS DISTINCT FROM v.attributes::VARCHAR
+   OR v.old_tags IS DISTINCT FROM v.tags OR v.old_email_format IS DISTINCT FROM v.email_format
+"""
+_UPDATE_SUBSCRIBERS = """
+UPDATE subscribers AS s SET
+  name = u.name, status = u.status, attributes = u.attributes, tags = u.tags,
+  email_format = u.email_format, updated_at = $now, updated_by = $import_id, updated_by_at = $now
+FROM subscriber_updates u WHERE s.email = u.email
 """
 
 # New subscriptions on target lists for added rows (and, in blocklist mode, for every row).
@@ -252,14 +257,14 @@ def _subscription_field(name: str) -> str:
 
 
 _SUBSCRIPTION_FIELDS = ("subscribe_time", "subscribe_ip", "confirm_time", "remove_time", "remove_ip")
-_UPDATE_SUBSCRIPTIONS = f"""
-UPDATE subscriptions AS x SET status = v.status, updated_at = $now, updated_by = $import_id,
-  updated_by_at = $now,
-  {", ".join(f"{f} = v.{f}" for f in _SUBSCRIPTION_FIELDS)}
-FROM (
-  SELECT x.email, x.list,
+# (Found before subscribers are updated: a subscriber's status is its new one where it changes.)
+_SUBSCRIPTION_UPDATES = f"""
+CREATE OR REPLACE TEMP TABLE subscription_updates AS
+SELECT v.* EXCLUDE (old_status, {", ".join(f"old_{f}" for f in _SUBSCRIPTION_FIELDS)}) FROM (
+  SELECT x.email, x.list, x.status AS old_status,
+    {", ".join(f"x.{f} AS old_{f}" for f in _SUBSCRIPTION_FIELDS)},
     CASE
-      WHEN $mode = 'blocklist' OR s.status = 'blocklisted' THEN 'unsubscribed'
+      WHEN $mode = 'blocklist' OR coalesce(u.status, s.status) = 'blocklisted' THEN 'unsubscribed'
       WHEN c.category = 'added' AND $subscribe_unsubscribed AND x.status = 'unsubscribed' AND {_ON_TARGET}
         THEN coalesce(c.subscription_status, $subscription_status)
       WHEN c.fields_ok AND c.subscription_status IS NOT NULL AND {_ON_TARGET}
@@ -272,10 +277,16 @@ FROM (
   FROM subscriptions x
   JOIN (SELECT *, $overwrite AND gate_allows AS fields_ok FROM classified) c ON x.email = c.email
   JOIN subscribers s ON s.email = c.email
+  LEFT JOIN subscriber_updates u ON u.email = c.email
   WHERE c.known AND c.category IN ('added', 'updated')
 ) AS v
-WHERE x.email = v.email AND x.list = v.list AND (x.status IS DISTINCT FROM v.status
-  OR {" OR ".join(f"x.{f} IS DISTINCT FROM v.{f}" for f in _SUBSCRIPTION_FIELDS)})
+WHERE v.old_status IS DISTINCT FROM v.status
+  OR {" OR ".join(f"v.old_{f} IS DISTINCT FROM v.{f}" for f in _SUBSCRIPTION_FIELDS)}
+"""
+_UPDATE_SUBSCRIPTIONS = f"""
+UPDATE subscriptions AS x SET status = u.status, updated_at = $now, updated_by = $import_id,
+  updated_by_at = $now, {", ".join(f"{f} = u.{f}" for f in _SUBSCRIPTION_FIELDS)}
+FROM subscription_updates u WHERE x.email = u.email AND x.list = u.list
 """
 
 
@@ -286,7 +297,14 @@ WHERE x.email = v.email AND x.list = v.list AND (x.status IS DISTINCT FROM v.sta
 # moment), so telling them apart needs no comparison of values.
 _SUBSCRIBER_IMAGE = ", ".join(f"s.{c}" for c in store.SUBSCRIBER_COLUMNS[1:])
 _SUBSCRIPTION_IMAGE = ", ".join(f"x.{c}" for c in store.SUBSCRIPTION_COLUMNS)
-_TOUCHED = "SELECT email FROM classified WHERE known AND category IN ('added', 'updated')"
+# Known subscribers the batch changes: those whose row or subscriptions change value, and those
+# it subscribes to more lists (added; in blocklist mode, updated ones too).
+_TOUCHED = """
+CREATE OR REPLACE TEMP TABLE touched AS
+SELECT email FROM subscriber_updates UNION SELECT email FROM subscription_updates
+UNION SELECT email FROM classified
+WHERE known AND (category = 'added' OR ($mode = 'blocklist' AND category = 'updated'))
+"""
 _KEEP_SUBSCRIBERS = f"""
 INSERT INTO changes
 SELECT $import_id, $batch, s.email, true, $now, {_SUBSCRIBER_IMAGE}
@@ -423,7 +441,8 @@ def _merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: list[str], dup
         if on_progress:
             on_progress(Progress(number + 1, last + 1, done))
     con.execute("DROP TABLE IF EXISTS classified_all; DROP TABLE IF EXISTS batch_rows;"
-                " DROP TABLE IF EXISTS limited")
+                " DROP TABLE IF EXISTS limited; DROP TABLE IF EXISTS subscriber_updates;"
+                " DROP TABLE IF EXISTS subscription_updates; DROP TABLE IF EXISTS touched")
     if unsubscribe_others:
         with _transaction(con, commit):
             _unsubscribe_others(con, import_id, valid, options, outcomes_dir)
@@ -520,7 +539,10 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
         con.execute("CREATE OR REPLACE TEMP VIEW classified AS SELECT * FROM limited")
     new, known, row_lists = batch.new, batch.known, batch.row_lists
     if known:
-        _keep_before_images(con, params, _TOUCHED)
+        _run(con, _SUBSCRIBER_UPDATES, params)
+        _run(con, _SUBSCRIPTION_UPDATES, params)
+        _run(con, _TOUCHED, params)
+        _keep_before_images(con, params, "SELECT email FROM touched")
     if new:
         _run(con, _KEEP_NEW, params)
     for sql, needed in ((_UPDATE_SUBSCRIBERS, known), (_UPDATE_SUBSCRIPTIONS, known),
