@@ -558,7 +558,8 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
     # and this file rewritten; once it happens, the file is already there.
     with replacing(outcome_path(outcomes_dir, number)) as tmp:
         rows.write_parquet(tmp)
-    con.execute("INSERT INTO import_batches VALUES (?, ?, ?, ?, ?, ?)",
+    con.execute("INSERT INTO import_batches (import_id, batch, first_row, last_row, rows, committed_at,"
+                " before_images) VALUES (?, ?, ?, ?, ?, ?, true)",
                 [import_id, number, rows["row"].min(), rows["row"].max(), rows.height,
                  params["now"]])
 

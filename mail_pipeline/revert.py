@@ -87,7 +87,13 @@ def refusal(import_id: str, later: list[tuple[str, int]]) -> str:
 
 
 def refuse_if_changed_later(con: duckdb.DuckDBPyConnection, import_id: str) -> None:
-    """Refuse a revert that would undo later imports' changes too."""
+    """Refuse a revert that would undo later imports' changes too, or that could only undo part
+    of an import (batches committed by a version that kept no before-images)."""
+    [(older,)] = con.execute("SELECT count(*) FROM import_batches WHERE import_id = ?"
+                             " AND before_images IS NOT TRUE", [import_id]).fetchall()
+    if older:
+        raise MailPipelineError(f"import {import_id} was imported by a version of mail-pipeline that "
+                                "kept no before-images, so it cannot be reverted")
     later = later_imports(con, import_id)
     if later:
         raise MailPipelineError(refusal(import_id, later))

@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS import_batches (
     first_row BIGINT NOT NULL,       -- row numbers in the file: what a resumed import skips
     last_row BIGINT NOT NULL,
     rows INTEGER NOT NULL,
-    committed_at TIMESTAMPTZ NOT NULL
+    committed_at TIMESTAMPTZ NOT NULL,
+    before_images BOOLEAN            -- it kept its before-images (issue 16): it can be reverted
 );
 -- Steps done once per import after its batches (Mailcoach's unsubscribe_others), committed
 -- with their effects like a batch.
@@ -131,6 +132,7 @@ ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS subscribe_ip VARCHAR;
 ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS confirm_time TIMESTAMPTZ;
 ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS remove_time TIMESTAMPTZ;
 ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS remove_ip VARCHAR;
+ALTER TABLE import_batches ADD COLUMN IF NOT EXISTS before_images BOOLEAN;
 ALTER TABLE subscribers ADD COLUMN IF NOT EXISTS created_by VARCHAR;
 ALTER TABLE subscribers ADD COLUMN IF NOT EXISTS updated_by VARCHAR;
 ALTER TABLE subscribers ADD COLUMN IF NOT EXISTS updated_by_at TIMESTAMPTZ;

@@ -260,9 +260,21 @@ def test_a_revert_killed_midway_resumes_to_the_same_result(tmp_path, mail_home, 
     assert _export_cli(mail_home, tmp_path, "after") == before
 
 
-def test_subscribers_show_reads_without_dagster(tmp_path, mail_home, write_csv):
+def test_subscribers_show_and_a_dry_run_read_without_dagster(tmp_path, mail_home, write_csv):
     from tests.test_reading import _loaded
-    _json(cli("import", str(write_csv("email\nann@example.com\n")), "--list", "news", "--json",
-              home=mail_home))
-    probe = _loaded("subscribers", "show", "ann@example.com", "--json", home=mail_home)
-    assert probe["code"] == 0 and probe["loaded"] == ["duckdb"]
+    import_id = _json(cli("import", str(write_csv("email\nann@example.com\n")), "--list", "news",
+                          "--json", home=mail_home))["id"]
+    for command in (["subscribers", "show", "ann@example.com"], ["imports", "revert", import_id, "--dry-run"]):
+        probe = _loaded(*command, "--json", home=mail_home)
+        assert probe["code"] == 0 and probe["loaded"] == ["duckdb"], command
+    missing = cli("subscribers", "show", "nobody@example.com", home=mail_home)
+    assert missing.returncode == 2 and missing.stderr == "error: no subscriber 'nobody@example.com' in the store\n"
+
+
+def test_an_import_from_before_the_before_images_is_refused(write_csv):
+    import_id, _ = run_import(write_csv("email\nann@example.com\n"), lists=["news"])
+    with store.writer(home.database_path()) as con:  # as an older version left it
+        con.execute("UPDATE import_batches SET before_images = NULL")
+    with pytest.raises(MailPipelineError, match="kept no before-images, so it cannot be reverted"):
+        revert_core(import_id)
+    assert query("SELECT count(*) FROM subscribers") == [(1,)]
