@@ -104,7 +104,7 @@ def _history(con: duckdb.DuckDBPyConnection, email: str, now: dict) -> list[dict
         subscriptions = _subscriptions(con, "changed_subscriptions",
                                        "import_id = ? AND batch = ? AND email = ?",
                                        [entry["import_id"], entry["batch"], email])
-        images.append((entry, _image(before and {**before}, subscriptions)))
+        images.append((entry, _image(before, subscriptions)))
     history = []
     for number, (entry, before) in enumerate(images):
         after = images[number + 1][1] if number + 1 < len(images) else now
