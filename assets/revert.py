@@ -23,7 +23,7 @@ def revert_import(context: dg.OpExecutionContext, store: StoreResource) -> dict:
         if folder.path.is_dir():
             logs.append_log(folder.path, said)
 
-    with reported(context):
+    with reported(context, again="revert"):
         with subscriber_store.writer(store.path()) as con:
             done = revert.revert(con, import_id, progress, _requested(context))
             totals = subscriber_store.totals(con)

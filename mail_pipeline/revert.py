@@ -156,7 +156,7 @@ def revert(con: duckdb.DuckDBPyConnection, import_id: str,
         if on_progress:
             on_progress(Progress(number, len(batches), removed + restored))
         if number < len(batches):
-            control.check(requested, import_id)
+            control.check(requested, import_id, again="revert")
     [(done,)] = con.execute("SELECT count(*) FROM revert_batches WHERE import_id = ?",
                             [import_id]).fetchall()
     return {"subscribers_removed": removed, "subscribers_restored": restored,
