@@ -63,6 +63,37 @@ def test_a_revert_gives_back_the_store_byte_for_byte_and_a_rerun_the_same_result
     assert without_times(export_csv(tmp_path / "x" / "again")) == without_times(after_first)
 
 
+@SETTINGS
+@given(earlier=EFFECT_ROWS, a=st.tuples(EFFECT_ROWS, EFFECT_OPTIONS), b=st.tuples(EFFECT_ROWS, EFFECT_OPTIONS))
+def test_a_refused_revert_changes_nothing_and_reverting_newest_first_always_works(
+        tmp_path, mail_home, earlier, a, b):
+    shutil.rmtree(mail_home, ignore_errors=True)
+    shutil.rmtree(tmp_path / "x", ignore_errors=True)
+    _write_rows(tmp_path / "earlier.csv", EFFECT_HEADER, earlier)
+    run_import(tmp_path / "earlier.csv", lists=["news", "offers"])
+    before = export_csv(tmp_path / "x" / "before")
+    ids = []
+    for name, (rows, options) in (("a", a), ("b", b)):
+        _write_rows(tmp_path / f"{name}.csv", EFFECT_HEADER, rows)
+        ids.append(run_import(tmp_path / f"{name}.csv", **options)[0])
+    first, second = ids
+    images = query("SELECT * FROM changes ORDER BY ALL"), query("SELECT * FROM changed_subscriptions ORDER BY ALL")
+    now = stored()
+    try:
+        revert_core(first)  # fine when the second import changed none of the same subscribers
+        reverted_first = True
+    except MailPipelineError as refused:
+        assert f"later imports changed the same subscribers again: import {second} (" in str(refused)
+        assert stored() == now
+        assert (query("SELECT * FROM changes ORDER BY ALL"),
+                query("SELECT * FROM changed_subscriptions ORDER BY ALL")) == images
+        reverted_first = False
+    revert_core(second)
+    if not reverted_first:
+        revert_core(first)
+    assert export_csv(tmp_path / "x" / "after") == before
+
+
 def test_provenance_names_the_import_that_created_and_last_changed_each_row(write_csv):
     first, _ = run_import(write_csv("email,name\na@example.com,Ann\nb@example.com,Bo\n"), lists=["news"])
     second, _ = run_import(write_csv("email,name\na@example.com,Anna\n", "b.csv"), lists=["news"],
