@@ -290,11 +290,12 @@ FROM subscription_updates u WHERE x.email = u.email AND x.list = u.list
 """
 
 
-# Before-images (issue 16): before a batch changes known subscribers, each one it may change is
-# copied into `changes` with all its subscriptions; a subscriber it creates is noted there as not
-# having existed. After the batch's statements, the copies of those it left as they were are
-# dropped again: a changed row carries this batch's provenance (updated_by and the batch's
-# moment), so telling them apart needs no comparison of values.
+# Before-images (issue 16): before a batch writes, each known subscriber it is about to change
+# (`touched`: from the updates found above, and the new subscriptions it adds) is copied into
+# `changes` with all its subscriptions; a subscriber it creates is noted there as not having
+# existed. After the batch's statements, any copy of a subscriber left as it was is dropped: a
+# changed row carries this batch's provenance (updated_by and the batch's moment), so a revert
+# and the history only ever see real changes, whatever `touched` over-counted.
 _SUBSCRIBER_IMAGE = ", ".join(f"s.{c}" for c in store.SUBSCRIBER_COLUMNS[1:])
 _SUBSCRIPTION_IMAGE = ", ".join(f"x.{c}" for c in store.SUBSCRIPTION_COLUMNS)
 # Known subscribers the batch changes: those whose row or subscriptions change value, and those
