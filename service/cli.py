@@ -350,6 +350,8 @@ def _print_document(document: dict, as_json: bool) -> None:
             print(f"  {category:<21} {count}")
     if "unsubscribed_others" in stats:
         print(f"  unsubscribed others:  {stats['unsubscribed_others']}")
+    if document.get("reverted_at"):
+        print(f"  reverted: {document['reverted_at']}")
     if document["error_message"]:
         print(f"  error:   {document['error_message']}")
 
