@@ -48,24 +48,26 @@ def _on_stage(context: dg.AssetExecutionContext) -> pipeline.OnStage:
 
 
 @contextmanager
-def reported(context: dg.AssetExecutionContext, stoppable: bool = True):
+def reported(context: dg.AssetExecutionContext, stoppable: bool = True, again: str = "resume"):
     """A user's mistake fails the step with its one plain sentence, which the run keeps for the
     import document, and adds it to the import's log. Each stage first honours a pause or cancel
-    asked for in the meantime."""
+    asked for in the meantime. `again` is the command that carries on after a pause."""
     import_id = context.partition_key
     try:
         if stoppable:
-            control.check(_requested(context), import_id)
+            control.check(_requested(context), import_id, again)
         yield
     except MailPipelineError as exc:
         raise _failure(context, exc) from None
     except (DagsterExecutionInterruptedError, KeyboardInterrupt, duckdb.InterruptException):
         # Interrupted mid-batch, which rolled back: by Ctrl-C a pause, by Terminate a cancel.
-        raise _failure(context, control.stopped(_asked(context, interrupted=True), import_id)) from None
+        raise _failure(context, control.stopped(_asked(context, interrupted=True), import_id,
+                                                again)) from None
     except Exception as exc:
         # DuckDB reports an interrupt that reached it through an Arrow stream in these words.
         if isinstance(exc, RuntimeError) and str(exc) == "Query interrupted":
-            raise _failure(context, control.stopped(_asked(context, interrupted=True), import_id)) from None
+            raise _failure(context, control.stopped(_asked(context, interrupted=True), import_id,
+                                                    again)) from None
         # A full disk is the user's to mend, not a bug: one sentence, and how to carry on.
         if not disk_full(exc, home.home()):
             raise

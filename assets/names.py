@@ -9,6 +9,7 @@ if TYPE_CHECKING:  # (the readers of run records import this module, and need no
 IMPORT_JOB = "import_job"
 EXPORT_JOB = "export_job"
 NEW_IMPORT_JOB = "new_import"
+REVERT_JOB = "revert_job"  # undo an import: one partition of the imports, like the import's runs
 # Every asset that writes the DuckDB store is in this pool, limited to one step at a time on the
 # instance, so one import or export writes at once whichever host runs it (spec §4).
 POOL = "mail_pipeline_store"
@@ -22,7 +23,8 @@ class Tags:
     PARTITION = "dagster/partition"
     PARENT_RUN = "dagster/parent_run_id"
     ROOT_RUN = "dagster/root_run_id"
-    KIND = "mail_pipeline/kind"                # import | export
+    KIND = "mail_pipeline/kind"                # import | export | revert
+    IMPORT_RUN = "mail_pipeline/import_run"    # a revert's link to the last run of its import
     SOURCE = "mail_pipeline/source"            # the source file's name, or its URL
     LISTS = "mail_pipeline/lists"              # the target lists, comma-separated
     INBOX = "mail_pipeline/inbox"              # the dropped file that made it

@@ -1,13 +1,16 @@
 """The retention schedule (spec §4, §5): every night, purge the logs and working files of imports
-finished more than `days` ago (7 by default), and their partitions."""
+finished more than `days` ago (7 by default), their before-images in the store (after which they
+cannot be reverted) and their partitions."""
 from datetime import datetime, timezone
 
 import dagster as dg
 from pydantic import Field
 
-from assets.names import IMPORT_JOB, Tags
+from assets.names import IMPORT_JOB, POOL, Tags
 from assets.partitions import imports_partitions
-from mail_pipeline import retention, reuse
+from assets.resources import StoreResource
+from mail_pipeline import retention, reuse, revert
+from mail_pipeline import store as subscriber_store
 from mail_pipeline.layout import Folder
 
 
@@ -34,20 +37,28 @@ def _cancelled(run: dg.DagsterRun) -> bool:
     return asked == "cancel"
 
 
-@dg.op
-def purge_old_imports(context: dg.OpExecutionContext, config: RetentionConfig) -> int:
-    """Purge what is due; it never touches the store, nor an import that has not finished."""
+@dg.op(pool=POOL)
+def purge_old_imports(context: dg.OpExecutionContext, config: RetentionConfig,
+                      store: StoreResource) -> int:
+    """Purge what is due, never an import that has not finished. The before-images go first:
+    a purge cut short is finished by the next one (the partitions, which name what is due, go
+    last)."""
     instance = context.instance
     now = retention.utcnow()
     ids = instance.get_dynamic_partitions(imports_partitions.name)
     due = retention.due({i: _finished_at(instance, i) for i in ids}, config.days, now)
+    images = 0
+    if due and store.path().exists():  # (a purge never creates the store)
+        with subscriber_store.writer(store.path()) as con:
+            images = revert.forget(con, due)
     for import_id in due:
         if retention.purge(Folder.of(import_id), now):
             context.log.info(f"import {import_id}: logs and working files purged")
         instance.delete_dynamic_partition(imports_partitions.name, import_id)
     previews = retention.purge_previews(config.days, now)
     reused = retention.purge_older(reuse.root(), config.days, now)  # unused validated frames
-    context.add_output_metadata({"imports_purged": len(due), "previews_purged": previews,
+    context.add_output_metadata({"imports_purged": len(due), "before_images_purged": images,
+                                 "previews_purged": previews,
                                  "validated_frames_purged": reused})
     return len(due)
 

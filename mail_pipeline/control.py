@@ -21,15 +21,16 @@ class Stopped(MailPipelineError):
         self.request = request
 
 
-def stopped(what: str, import_id: str) -> Stopped:
-    """The stop that honours a pause or a cancel of the import."""
+def stopped(what: str, import_id: str, again: str = "resume") -> Stopped:
+    """The stop that honours a pause or a cancel of the import (or of its revert, which the
+    command `imports revert` carries on: `again`)."""
     if what == "pause":
-        return Stopped(f"paused on request; resume with: mail-pipeline imports resume {import_id}", what)
+        return Stopped(f"paused on request; resume with: mail-pipeline imports {again} {import_id}", what)
     return Stopped("cancelled on request", what)
 
 
-def check(requested: Optional[Requested], import_id: str) -> None:
+def check(requested: Optional[Requested], import_id: str, again: str = "resume") -> None:
     """Stop here if a pause or a cancel was asked for."""
     what = requested() if requested else None
     if what in ("pause", "cancel"):
-        raise stopped(what, import_id)
+        raise stopped(what, import_id, again)

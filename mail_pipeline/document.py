@@ -23,10 +23,12 @@ def stats(number_of_records: int, counts: dict[str, int], records_imported: int)
 def import_document(import_id: str, state: str, *, created_at: Optional[str], begins_at: Optional[str],
                     finished_at: Optional[str], run_id: Optional[str],
                     error_message: Optional[str] = None, folder: Optional[Folder] = None,
-                    requested: Optional[dict] = None, waiting_for: Optional[str] = None) -> dict:
+                    requested: Optional[dict] = None, waiting_for: Optional[str] = None,
+                    reverted_at: Optional[str] = None) -> dict:
     """Everything a user asks about an import, from whatever its stages have written so far.
     `requested` are the options it was asked to run with (its run's config), shown until its
-    file is staged; `waiting_for` says who holds the store while it waits as `scheduled`."""
+    file is staged; `waiting_for` says who holds the store while it waits as `scheduled`;
+    `reverted_at` when a revert of it finished (its state is then `reverted`)."""
     folder = folder or Folder.of(import_id)
     saved = read_json(folder.options) or {"options": requested or {}}
     options = saved.get("options", {})
@@ -46,6 +48,7 @@ def import_document(import_id: str, state: str, *, created_at: Optional[str], be
         "finished_at": finished_at, "lists": options.get("lists", []),
         "error_message": error_message if state == "failed" else None, "run_id": run_id,
         "stats": counts, "source": saved.get("origin", options.get("source")), "options": options,
+        "reverted_at": reverted_at,
         **({"waiting_for": waiting_for} if waiting_for and state == "scheduled" else {}),
     }
 

@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Optional
 import duckdb
 import polars as pl
 
+from mail_pipeline import store
 from mail_pipeline.files import replacing
 from mail_pipeline.options import ImportOptions
 
@@ -162,24 +163,26 @@ WHERE name NOT IN (SELECT name FROM lists)
 """
 
 _INSERT_SUBSCRIBERS = f"""
-INSERT INTO subscribers (email, name, status, attributes, created_at, updated_at, tags, email_format)
+INSERT INTO subscribers (email, name, status, attributes, created_at, updated_at, tags, email_format,
+                         created_by, updated_by, updated_by_at)
 SELECT email, name,
        CASE WHEN $mode = 'blocklist' THEN 'blocklisted' ELSE coalesce(subscriber_status, 'enabled') END,
        {_NEW_ATTRIBUTES}, coalesce(c.created_at, $now), coalesce(c.updated_at, c.created_at, $now),
-       {_tag_set("coalesce(c.tags, [])")}, coalesce(c.email_format, $email_format)
+       {_tag_set("coalesce(c.tags, [])")}, coalesce(c.email_format, $email_format),
+       $import_id, $import_id, $now
 FROM classified c WHERE category = 'added' AND NOT known
 """
 
 # Existing subscribers that are updated, or added to a list while overwrite is on, take the
 # file's values where overwrite_what and overwrite_when_status allow; blocklist mode always
 # blocklists but changes other fields only with overwrite. updated_at moves only if a value
-# changes.
-_UPDATE_SUBSCRIBERS = f"""
-UPDATE subscribers AS s SET
-  name = v.name, status = v.status, attributes = v.attributes, tags = v.tags,
-  email_format = v.email_format, updated_at = $now
-FROM (
-  SELECT c.email,
+# changes. The rows that change are found first (`subscriber_updates`), so that their
+# before-images can be kept before anything is written.
+_SUBSCRIBER_UPDATES = f"""
+CREATE OR REPLACE TEMP TABLE subscriber_updates AS
+SELECT v.* EXCLUDE (old_name, old_status, old_attributes, old_tags, old_email_format) FROM (
+  SELECT c.email, s.name AS old_name, s.status AS old_status,
+    s.attributes::VARCHAR AS old_attributes, s.tags AS old_tags, s.email_format AS old_email_format,
     CASE WHEN c.fields_ok AND $custom_fields AND c.name IS NOT NULL THEN c.name
          ELSE s.name END AS name,
     CASE WHEN $mode = 'blocklist' THEN 'blocklisted'
@@ -196,21 +199,28 @@ FROM (
   JOIN subscribers s ON s.email = c.email
   WHERE c.known AND c.category IN ('added', 'updated')
 ) AS v
-WHERE s.email = v.email
-  AND (s.name IS DISTINCT FROM v.name OR s.status IS DISTINCT FROM v.status
-       OR s.attributes::VARCHAR IS DISTINCT FROM v.attributes::VARCHAR
-       OR s.tags IS DISTINCT FROM v.tags OR s.email_format IS DISTINCT FROM v.email_format)
+WHERE v.old_name IS DISTINCT FROM v.name OR v.old_status IS DISTINCT FROM v.status
+   OR v.old_attributes IS DISTINCT FROM v.attributes::VARCHAR
+   OR v.old_tags IS DISTINCT FROM v.tags OR v.old_email_format IS DISTINCT FROM v.email_format
+"""
+_UPDATE_SUBSCRIBERS = """
+UPDATE subscribers AS s SET
+  name = u.name, status = u.status, attributes = u.attributes, tags = u.tags,
+  email_format = u.email_format, updated_at = $now, updated_by = $import_id, updated_by_at = $now
+FROM subscriber_updates u WHERE s.email = u.email
 """
 
 # New subscriptions on target lists for added rows (and, in blocklist mode, for every row).
 # A new subscriber has none yet; a known one holds those in `lists_on` (found when classifying).
 _INSERT_SUBSCRIPTIONS = """
 INSERT INTO subscriptions (email, list, status, created_at, updated_at,
-                           subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip)
+                           subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip,
+                           created_by, updated_by, updated_by_at)
 SELECT c.email, t.list,
        CASE WHEN $mode = 'blocklist' OR c.subscriber_status = 'blocklisted' THEN 'unsubscribed'
             ELSE coalesce(c.subscription_status, $subscription_status) END,
-       $now, $now, c.subscribe_time, c.subscribe_ip, c.confirm_time, c.remove_time, c.remove_ip
+       $now, $now, c.subscribe_time, c.subscribe_ip, c.confirm_time, c.remove_time, c.remove_ip,
+       $import_id, $import_id, $now
 FROM classified c CROSS JOIN (SELECT DISTINCT unnest($lists::VARCHAR[]) AS list) t
 WHERE (c.category = 'added' OR ($mode = 'blocklist' AND c.category = 'updated')) AND {known}
   AND (c.lists IS NULL OR NOT list_contains(map_keys(%s), t.list))  -- the row's own status wins
@@ -219,11 +229,13 @@ _INSERT_SUBSCRIPTIONS_NEW = _INSERT_SUBSCRIPTIONS.replace("{known}", "NOT c.know
 # A row's own lists, each with its own status, where the subscriber is not on it yet.
 _INSERT_ROW_SUBSCRIPTIONS = f"""
 INSERT INTO subscriptions (email, list, status, created_at, updated_at,
-                           subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip)
+                           subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip,
+                           created_by, updated_by, updated_by_at)
 SELECT email, e.key,
        CASE WHEN $mode = 'blocklist' OR subscriber_status = 'blocklisted' THEN 'unsubscribed'
             ELSE e.value END,
-       $now, $now, subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip
+       $now, $now, subscribe_time, subscribe_ip, confirm_time, remove_time, remove_ip,
+       $import_id, $import_id, $now
 FROM (SELECT *, unnest(map_entries({_ROW_LISTS.format(c="c")})) AS e FROM classified c
       WHERE c.lists IS NOT NULL
         AND (c.category = 'added' OR ($mode = 'blocklist' AND c.category = 'updated'))) r
@@ -245,13 +257,14 @@ def _subscription_field(name: str) -> str:
 
 
 _SUBSCRIPTION_FIELDS = ("subscribe_time", "subscribe_ip", "confirm_time", "remove_time", "remove_ip")
-_UPDATE_SUBSCRIPTIONS = f"""
-UPDATE subscriptions AS x SET status = v.status, updated_at = $now,
-  {", ".join(f"{f} = v.{f}" for f in _SUBSCRIPTION_FIELDS)}
-FROM (
-  SELECT x.email, x.list,
+# (Found before subscribers are updated: a subscriber's status is its new one where it changes.)
+_SUBSCRIPTION_UPDATES = f"""
+CREATE OR REPLACE TEMP TABLE subscription_updates AS
+SELECT v.* EXCLUDE (old_status, {", ".join(f"old_{f}" for f in _SUBSCRIPTION_FIELDS)}) FROM (
+  SELECT x.email, x.list, x.status AS old_status,
+    {", ".join(f"x.{f} AS old_{f}" for f in _SUBSCRIPTION_FIELDS)},
     CASE
-      WHEN $mode = 'blocklist' OR s.status = 'blocklisted' THEN 'unsubscribed'
+      WHEN $mode = 'blocklist' OR coalesce(u.status, s.status) = 'blocklisted' THEN 'unsubscribed'
       WHEN c.category = 'added' AND $subscribe_unsubscribed AND x.status = 'unsubscribed' AND {_ON_TARGET}
         THEN coalesce(c.subscription_status, $subscription_status)
       WHEN c.fields_ok AND c.subscription_status IS NOT NULL AND {_ON_TARGET}
@@ -264,11 +277,69 @@ FROM (
   FROM subscriptions x
   JOIN (SELECT *, $overwrite AND gate_allows AS fields_ok FROM classified) c ON x.email = c.email
   JOIN subscribers s ON s.email = c.email
+  LEFT JOIN subscriber_updates u ON u.email = c.email
   WHERE c.known AND c.category IN ('added', 'updated')
 ) AS v
-WHERE x.email = v.email AND x.list = v.list AND (x.status IS DISTINCT FROM v.status
-  OR {" OR ".join(f"x.{f} IS DISTINCT FROM v.{f}" for f in _SUBSCRIPTION_FIELDS)})
+WHERE v.old_status IS DISTINCT FROM v.status
+  OR {" OR ".join(f"v.old_{f} IS DISTINCT FROM v.{f}" for f in _SUBSCRIPTION_FIELDS)}
 """
+_UPDATE_SUBSCRIPTIONS = f"""
+UPDATE subscriptions AS x SET status = u.status, updated_at = $now, updated_by = $import_id,
+  updated_by_at = $now, {", ".join(f"{f} = u.{f}" for f in _SUBSCRIPTION_FIELDS)}
+FROM subscription_updates u WHERE x.email = u.email AND x.list = u.list
+"""
+
+
+# Before-images (issue 16): before a batch writes, each known subscriber it is about to change
+# (`touched`: from the updates found above, and the new subscriptions it adds) is copied into
+# `changes` with all its subscriptions; a subscriber it creates is noted there as not having
+# existed. After the batch's statements, any copy of a subscriber left as it was is dropped: a
+# changed row carries this batch's provenance (updated_by and the batch's moment), so a revert
+# and the history only ever see real changes, whatever `touched` over-counted.
+_SUBSCRIBER_IMAGE = ", ".join(f"s.{c}" for c in store.SUBSCRIBER_COLUMNS[1:])
+_SUBSCRIPTION_IMAGE = ", ".join(f"x.{c}" for c in store.SUBSCRIPTION_COLUMNS)
+# Known subscribers the batch changes: those whose row or subscriptions change value, and those
+# it subscribes to more lists (added; in blocklist mode, updated ones too).
+_TOUCHED = """
+CREATE OR REPLACE TEMP TABLE touched AS
+SELECT email FROM subscriber_updates UNION SELECT email FROM subscription_updates
+UNION SELECT email FROM classified
+WHERE known AND (category = 'added' OR ($mode = 'blocklist' AND category = 'updated'))
+"""
+_KEEP_SUBSCRIBERS = f"""
+INSERT INTO changes
+SELECT $import_id, $batch, s.email, true, $now, {_SUBSCRIBER_IMAGE}
+FROM subscribers s WHERE s.email IN ({{touched}})
+"""
+_KEEP_SUBSCRIPTIONS = f"""
+INSERT INTO changed_subscriptions
+SELECT $import_id, $batch, {_SUBSCRIPTION_IMAGE}
+FROM subscriptions x WHERE x.email IN ({{touched}})
+"""
+_KEEP_NEW = """
+INSERT INTO changes (import_id, batch, email, existed, changed_at)
+SELECT $import_id, $batch, email, false, $now FROM classified WHERE category = 'added' AND NOT known
+"""
+_CHANGED_NOW = """
+SELECT email FROM subscribers WHERE updated_by_at = $now AND updated_by = $import_id
+UNION ALL SELECT email FROM subscriptions WHERE updated_by_at = $now AND updated_by = $import_id
+"""
+_DROP_UNCHANGED = f"""
+DELETE FROM changes WHERE import_id = $import_id AND batch = $batch AND existed
+  AND email NOT IN ({_CHANGED_NOW})
+"""
+_DROP_UNCHANGED_SUBSCRIPTIONS = """
+DELETE FROM changed_subscriptions WHERE import_id = $import_id AND batch = $batch
+  AND email NOT IN (SELECT email FROM changes WHERE import_id = $import_id AND batch = $batch)
+"""
+# unsubscribe_others keeps its before-images under this batch number, after every real batch.
+OTHERS_BATCH = 2_000_000_000
+
+
+def _keep_before_images(con: duckdb.DuckDBPyConnection, params: dict, touched: str) -> None:
+    """Copy the subscribers `touched` selects, and their subscriptions, into the before-images."""
+    _run(con, _KEEP_SUBSCRIBERS.format(touched=touched), params)
+    _run(con, _KEEP_SUBSCRIPTIONS.format(touched=touched), params)
 
 
 @dataclass(frozen=True)
@@ -371,7 +442,8 @@ def _merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: list[str], dup
         if on_progress:
             on_progress(Progress(number + 1, last + 1, done))
     con.execute("DROP TABLE IF EXISTS classified_all; DROP TABLE IF EXISTS batch_rows;"
-                " DROP TABLE IF EXISTS limited")
+                " DROP TABLE IF EXISTS limited; DROP TABLE IF EXISTS subscriber_updates;"
+                " DROP TABLE IF EXISTS subscription_updates; DROP TABLE IF EXISTS touched")
     if unsubscribe_others:
         with _transaction(con, commit):
             _unsubscribe_others(con, import_id, valid, options, outcomes_dir)
@@ -403,7 +475,8 @@ WHERE list_contains($lists::VARCHAR[], x.list) AND x.status IN ('unconfirmed', '
 ORDER BY x.email
 """
 _UNSUBSCRIBE_OTHERS = """
-UPDATE subscriptions SET status = 'unsubscribed', updated_at = $now
+UPDATE subscriptions SET status = 'unsubscribed', updated_at = $now, updated_by = $import_id,
+  updated_by_at = $now
 WHERE list_contains($lists::VARCHAR[], list) AND status IN ('unconfirmed', 'confirmed')
   AND email IN (SELECT email FROM others)
 """
@@ -415,8 +488,10 @@ def _unsubscribe_others(con: duckdb.DuckDBPyConnection, import_id: str, valid: l
                             [import_id, "unsubscribe_others"]).fetchall()
     if done:
         return
-    params = {**_parameters(options, datetime.now(timezone.utc)), "valid": valid}
+    params = {**_parameters(options, datetime.now(timezone.utc)), "valid": valid,
+              "import_id": import_id, "batch": OTHERS_BATCH}
     _run(con, _OTHERS, params)
+    _keep_before_images(con, params, "SELECT email FROM others")
     _run(con, _UNSUBSCRIBE_OTHERS, params)
     others = con.sql("SELECT email FROM others").pl()
     with replacing(outcomes_dir / "unsubscribed_others.parquet") as tmp:  # before the commit
@@ -453,7 +528,8 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
     """Apply one batch (the caller holds its transaction); statements with nothing to do are
     left out."""
     params = {**_parameters(options, datetime.now(timezone.utc)), "batch": number,
-              "valid": batch.valid, "first_row": batch.first_row, "last_row": batch.last_row}
+              "valid": batch.valid, "first_row": batch.first_row, "last_row": batch.last_row,
+              "import_id": import_id}
     _run(con, _INSERT_LISTS, params)
     changes = batch.new or batch.known or batch.row_lists
     _run(con, _BATCH.format(columns=_ALL_COLUMNS if changes else _KEY_COLUMNS), params)
@@ -463,17 +539,28 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
         _run(con, _BATCH_WITH_LIMIT, params)
         con.execute("CREATE OR REPLACE TEMP VIEW classified AS SELECT * FROM limited")
     new, known, row_lists = batch.new, batch.known, batch.row_lists
+    if known:
+        _run(con, _SUBSCRIBER_UPDATES, params)
+        _run(con, _SUBSCRIPTION_UPDATES, params)
+        _run(con, _TOUCHED, params)
+        _keep_before_images(con, params, "SELECT email FROM touched")
+    if new:
+        _run(con, _KEEP_NEW, params)
     for sql, needed in ((_UPDATE_SUBSCRIBERS, known), (_UPDATE_SUBSCRIPTIONS, known),
                         (_INSERT_SUBSCRIBERS, new), (_INSERT_SUBSCRIPTIONS_KNOWN, known),
                         (_INSERT_SUBSCRIPTIONS_NEW, new), (_INSERT_ROW_SUBSCRIPTIONS, row_lists)):
         if needed:  # (a subscriber limit only turns 'added' rows into skipped ones)
             _run(con, sql, params)
+    if known:
+        _run(con, _DROP_UNCHANGED, params)
+        _run(con, _DROP_UNCHANGED_SUBSCRIPTIONS, params)
     rows = con.sql("SELECT row, email, category FROM classified ORDER BY row").pl()
     # Written before the commit: if the commit never happens the batch is applied again
     # and this file rewritten; once it happens, the file is already there.
     with replacing(outcome_path(outcomes_dir, number)) as tmp:
         rows.write_parquet(tmp)
-    con.execute("INSERT INTO import_batches VALUES (?, ?, ?, ?, ?, ?)",
+    con.execute("INSERT INTO import_batches (import_id, batch, first_row, last_row, rows, committed_at,"
+                " before_images) VALUES (?, ?, ?, ?, ?, ?, true)",
                 [import_id, number, rows["row"].min(), rows["row"].max(), rows.height,
                  params["now"]])
 

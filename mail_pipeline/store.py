@@ -29,7 +29,10 @@ CREATE TABLE IF NOT EXISTS subscribers (
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL, -- moves only when a value changes
     tags VARCHAR[] NOT NULL DEFAULT [],  -- sorted, distinct
-    email_format VARCHAR             -- html | text | both, or unknown
+    email_format VARCHAR,            -- html | text | both, or unknown
+    created_by VARCHAR,              -- provenance: the import that created it,
+    updated_by VARCHAR,              -- the one that last changed it,
+    updated_by_at TIMESTAMPTZ        -- and when (set only when a value changes)
 );
 CREATE TABLE IF NOT EXISTS subscriptions (
     email VARCHAR NOT NULL,
@@ -41,7 +44,10 @@ CREATE TABLE IF NOT EXISTS subscriptions (
     subscribe_ip VARCHAR,
     confirm_time TIMESTAMPTZ,
     remove_time TIMESTAMPTZ,
-    remove_ip VARCHAR
+    remove_ip VARCHAR,
+    created_by VARCHAR,              -- provenance, as on subscribers
+    updated_by VARCHAR,
+    updated_by_at TIMESTAMPTZ
 );
 -- One row per committed batch, written in the batch's own transaction: a batch found here
 -- was applied, completely, and is never applied again. (Each row's category is in the
@@ -52,7 +58,8 @@ CREATE TABLE IF NOT EXISTS import_batches (
     first_row BIGINT NOT NULL,       -- row numbers in the file: what a resumed import skips
     last_row BIGINT NOT NULL,
     rows INTEGER NOT NULL,
-    committed_at TIMESTAMPTZ NOT NULL
+    committed_at TIMESTAMPTZ NOT NULL,
+    before_images BOOLEAN            -- it kept its before-images (issue 16): it can be reverted
 );
 -- Steps done once per import after its batches (Mailcoach's unsubscribe_others), committed
 -- with their effects like a batch.
@@ -62,7 +69,59 @@ CREATE TABLE IF NOT EXISTS import_steps (
     rows BIGINT NOT NULL,
     committed_at TIMESTAMPTZ NOT NULL
 );
+-- Before-images (issue 16): for each subscriber an import's batch changed, the subscriber as it
+-- was (`existed` false: the batch created it) and, in changed_subscriptions, all its
+-- subscriptions as they were. Written in the batch's own transaction; a revert puts them back
+-- (mail_pipeline/revert.py) and deletes them; retention deletes them with the import's logs.
+-- `batch` is the merge's batch, or OTHERS_BATCH for unsubscribe_others.
+CREATE TABLE IF NOT EXISTS changes (
+    import_id VARCHAR NOT NULL,
+    batch INTEGER NOT NULL,
+    email VARCHAR NOT NULL,
+    existed BOOLEAN NOT NULL,
+    changed_at TIMESTAMPTZ NOT NULL,
+    name VARCHAR,
+    status VARCHAR,
+    attributes JSON,
+    created_at TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ,
+    tags VARCHAR[],
+    email_format VARCHAR,
+    created_by VARCHAR,
+    updated_by VARCHAR,
+    updated_by_at TIMESTAMPTZ
+);
+CREATE TABLE IF NOT EXISTS changed_subscriptions (
+    import_id VARCHAR NOT NULL,
+    batch INTEGER NOT NULL,
+    email VARCHAR NOT NULL,
+    list VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    subscribe_time TIMESTAMPTZ,
+    subscribe_ip VARCHAR,
+    confirm_time TIMESTAMPTZ,
+    remove_time TIMESTAMPTZ,
+    remove_ip VARCHAR,
+    created_by VARCHAR,
+    updated_by VARCHAR,
+    updated_by_at TIMESTAMPTZ
+);
+-- One row per batch a revert has put back, in that batch's transaction: exactly once, resumable.
+CREATE TABLE IF NOT EXISTS revert_batches (
+    import_id VARCHAR NOT NULL,
+    batch INTEGER NOT NULL,
+    committed_at TIMESTAMPTZ NOT NULL
+);
 """
+
+# The stored columns, in table order: what a before-image copies and a revert puts back.
+SUBSCRIBER_COLUMNS = ("email", "name", "status", "attributes", "created_at", "updated_at", "tags",
+                      "email_format", "created_by", "updated_by", "updated_by_at")
+SUBSCRIPTION_COLUMNS = ("email", "list", "status", "created_at", "updated_at", "subscribe_time",
+                        "subscribe_ip", "confirm_time", "remove_time", "remove_ip", "created_by",
+                        "updated_by", "updated_by_at")
 
 # Stores made by an earlier version gain the newer columns (the tables above have them already).
 MIGRATIONS = """
@@ -73,6 +132,13 @@ ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS subscribe_ip VARCHAR;
 ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS confirm_time TIMESTAMPTZ;
 ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS remove_time TIMESTAMPTZ;
 ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS remove_ip VARCHAR;
+ALTER TABLE import_batches ADD COLUMN IF NOT EXISTS before_images BOOLEAN;
+ALTER TABLE subscribers ADD COLUMN IF NOT EXISTS created_by VARCHAR;
+ALTER TABLE subscribers ADD COLUMN IF NOT EXISTS updated_by VARCHAR;
+ALTER TABLE subscribers ADD COLUMN IF NOT EXISTS updated_by_at TIMESTAMPTZ;
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS created_by VARCHAR;
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS updated_by VARCHAR;
+ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS updated_by_at TIMESTAMPTZ;
 """
 
 
@@ -180,6 +246,33 @@ def list_counts(path: Path) -> Optional[dict[str, dict[str, int]]]:
         return counts
     finally:
         con.close()
+
+
+@contextmanager
+def reader(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The store open read-only, without waiting: a read never writes, so it neither creates
+    the store nor migrates it (an older store may lack the newer tables: `has_table`)."""
+    if not path.exists():
+        con = empty()
+    else:
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise MailPipelineError(f"the subscriber store is busy: {_holder(str(exc))} is "
+                                        "writing to it; try again when it is done") from None
+            raise MailPipelineError(f"the subscriber store cannot be opened: "
+                                    f"{str(exc).splitlines()[0]}") from exc
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    [(found,)] = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",
+                             [name]).fetchall()
+    return bool(found)
 
 
 def totals(con: duckdb.DuckDBPyConnection) -> dict:

@@ -350,8 +350,100 @@ def _print_document(document: dict, as_json: bool) -> None:
             print(f"  {category:<21} {count}")
     if "unsubscribed_others" in stats:
         print(f"  unsubscribed others:  {stats['unsubscribed_others']}")
+    if document.get("reverted_at"):
+        print(f"  reverted: {document['reverted_at']}")
     if document["error_message"]:
         print(f"  error:   {document['error_message']}")
+
+
+def cmd_revert(args: argparse.Namespace) -> int:
+    """Undo an import as a run of its own; with --dry-run, only say what it would put back."""
+    from mail_pipeline import store
+    busy = not args.dry_run and store.held(home.database_path())  # (then the run waits its turn)
+    plan = None if busy else _revert_plan(args.id)
+    if args.dry_run:
+        return _print_revert(args.id, plan, args.json, dry_run=True)
+    if plan and plan["changed_later"]:
+        raise MailPipelineError(_refusal(args.id, plan))
+    runs = _runs()
+    inst = runs.instance()
+    if not args.json:
+        _say(f"import {args.id}: reverting")
+    run = runs.revert_import(inst, args.id)
+    rec = state.records()
+    document = state.document(rec, args.id)
+    if document["state"] != "reverted":
+        why = state.failure_message(rec, rec.run(run.run_id)) or "see its run in the UI"
+        _say(f"error: import {args.id} was not reverted: {why}")
+        return 1
+    return _print_revert(args.id, plan, args.json, document=document)
+
+
+def _revert_plan(import_id: str) -> dict:
+    """What reverting the import would put back, or the one sentence refusing it."""
+    from mail_pipeline import revert, store
+    state.refuse_revert(state.records(), import_id)
+    with store.reader(home.database_path()) as con:
+        return revert.plan(con, import_id)
+
+
+def _refusal(import_id: str, plan: dict) -> str:
+    from mail_pipeline.revert import refusal
+    return refusal(import_id, [(c["import_id"], c["subscribers"]) for c in plan["changed_later"]])
+
+
+def _print_revert(import_id: str, plan: Optional[dict], as_json: bool, dry_run: bool = False,
+                  document: Optional[dict] = None) -> int:
+    if plan is None:  # (the store was busy when the revert began: its counts are in its run)
+        plan = {"changed_later": [], "subscribers_removed": None, "subscribers_restored": None}
+        if not as_json:
+            print(f"import {import_id}: reverted at {document['reverted_at']}")
+            return 0
+    refused = _refusal(import_id, plan) if plan["changed_later"] else None
+    if as_json:
+        print(json.dumps({"id": import_id, "dry_run": dry_run, **plan, "refused": refused,
+                          **({"import": document} if document else {})}, indent=2))
+    else:
+        verb = ("would remove", "would restore") if dry_run else ("removed", "restored")
+        print(f"import {import_id}: " + ("dry run of its revert: nothing was changed" if dry_run
+                                          else f"reverted at {document['reverted_at']}"))
+        for word, count, emails, what in (
+                (verb[0], plan["subscribers_removed"], plan["removed"], "that it added"),
+                (verb[1], plan["subscribers_restored"], plan["restored"], "to what they were before it")):
+            more = f" (and {count - len(emails)} more)" if count > len(emails) else ""
+            print(f"  {word} {count} subscriber{'s' if count != 1 else ''} {what}"
+                  + (f": {', '.join(emails)}{more}" if emails else ""))
+        print(f"  with their subscriptions as they were ({plan['subscriptions_restored']}), in "
+              f"{plan['batches']} batch{'es' if plan['batches'] != 1 else ''}")
+    if refused:
+        raise MailPipelineError(refused)
+    return 0
+
+
+def cmd_subscriber_show(args: argparse.Namespace) -> int:
+    # Read-only, like `lists`: the subscriber and its history live in the store.
+    from mail_pipeline import provenance, store
+    with store.reader(home.database_path()) as con:
+        shown = provenance.show(con, args.email)
+    if args.json:
+        print(json.dumps(shown, indent=2, ensure_ascii=False))
+        return 0
+    s = shown["subscriber"]
+    print(f"{s['email']}: {s['status']}" + (f", {s['name']!r}" if s["name"] else ""))
+    print(f"  attributes: {json.dumps(s['attributes'], ensure_ascii=False)}   tags: "
+          f"{', '.join(s['tags']) or '-'}   format: {s['email_format'] or '-'}")
+    print(f"  created {s['created_at']} by import {s['created_by'] or '-'}; last changed "
+          f"{s['updated_by_at'] or s['updated_at']} by import {s['updated_by'] or '-'}")
+    for x in shown["subscriptions"]:
+        print(f"  list {x['list']}: {x['status']} (created by import {x['created_by'] or '-'}, "
+              f"last changed by import {x['updated_by'] or '-'} at {x['updated_by_at'] or x['updated_at']})")
+    if not shown["history"]:
+        print("  history: none on record (purged with the imports' logs, or older than provenance)")
+    for h in shown["history"]:
+        what = "; ".join(f"{k} {json.dumps(v[0], ensure_ascii=False)} → {json.dumps(v[1], ensure_ascii=False)}"
+                         for k, v in h["changed"].items())
+        print(f"  {h['at']}  import {h['import_id']} {h['kind']}: {what or 'nothing now visible'}")
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -651,6 +743,8 @@ examples:
   mail-pipeline imports show 3                import 3's document: its state and counts
   mail-pipeline imports logs 3 failed         the rows of import 3 that failed, and why
   mail-pipeline lists                         the lists and their subscriber counts
+  mail-pipeline imports revert 3 --dry-run    what undoing import 3 would put back
+  mail-pipeline subscribers show ann@example.com   a subscriber and the imports that changed it
   mail-pipeline export --list newsletter --format jsonl --out newsletter.jsonl
   mail-pipeline ui                            the Dagster UI and daemon, on http://127.0.0.1:3000
 
@@ -765,6 +859,27 @@ def parser() -> argparse.ArgumentParser:
     sta.add_argument("--detach", action="store_true", help="only queue it for the daemon")
     sta.set_defaults(func=cmd_start)
 
+    rev = isub.add_parser("revert", help="undo an import: put back what it changed",
+                          description="Undo an import: every subscriber and subscription it "
+                          "touched goes back to what it was before (those it added are removed), "
+                          "in batches, as a Dagster run of its own. Refused when a later import "
+                          "changed the same subscribers again (revert that one first), or when the "
+                          "import is running, reverted already or purged.",
+                          epilog="examples:\n  mail-pipeline imports revert 3 --dry-run   what "
+                          "it would put back, changing nothing\n  mail-pipeline imports revert 3",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    rev.add_argument("id", help="the import's id")
+    rev.add_argument("--dry-run", action="store_true", help="print what would be restored, change nothing")
+    rev.set_defaults(func=cmd_revert)
+
+    subs = sub.add_parser("subscribers", help="a subscriber and the imports that created and changed it")
+    ssub = subs.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    sshow = ssub.add_parser("show", help="a subscriber, its subscriptions and its history",
+                            epilog="example:\n  mail-pipeline subscribers show ann@example.com --json",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    sshow.add_argument("email", help="the subscriber's email (any case)")
+    sshow.set_defaults(func=cmd_subscriber_show)
+
     exp = sub.add_parser("export", help="export subscribers as CSV, JSON Lines or Parquet")
     exp.add_argument("--list", action="append", help="subscribed to this list (repeatable: any of them)")
     exp.add_argument("--status", action="append", help="subscriber status: enabled, disabled, blocklisted")
@@ -821,7 +936,7 @@ def parser() -> argparse.ArgumentParser:
                           "instance, unless one is running already)")
     srv.set_defaults(func=cmd_serve)
 
-    for p in (imp, imps, show, log, *controls, res, app, sta, exp, lst, lcreate, tok, tcreate,
+    for p in (imp, imps, show, log, *controls, res, app, sta, rev, sshow, exp, lst, lcreate, tok, tcreate,
               tlist, trevoke, ui):
         # SUPPRESS: a sub-command's unset flag must not hide `imports --json show 1`.
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,

@@ -32,8 +32,8 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from assets.names import (EXPORT_JOB, IMPORT_JOB, IMPORTS_PARTITIONS, EXPORTS_PARTITIONS, POOL,
-                          Tags, import_run_config, pending_key, readable_tags)
-from mail_pipeline import drafts, home, retention
+                          REVERT_JOB, Tags, import_run_config, pending_key, readable_tags)
+from mail_pipeline import drafts, home, retention, revert, store
 from mail_pipeline.document import FINISHED_STATES
 from mail_pipeline.errors import MailPipelineError, first_line
 from mail_pipeline.exports import ExportOptions
@@ -339,6 +339,40 @@ def resume(inst: dg.DagsterInstance, import_id: str, detach: bool = False) -> dg
     again = _create_run(inst, IMPORT_JOB, import_id, config, {**kept, **process.tags()}, parent=run)
     _execute(inst, again)
     return again
+
+
+# --- reverts: runs of `revert_job`, on the import's partition ---------------------------------------
+
+def revert_import(inst: dg.DagsterInstance, import_id: str, detach: bool = False) -> dg.DagsterRun:
+    """Undo the import as a run of revert_job on its partition, tagged with the import's last
+    run so the UI links them; a revert cut short is resumed (a re-execution of its last run,
+    which skips the batches already put back). Refused first, creating no run, when the
+    import cannot be reverted (`state.refuse_revert`) or later imports changed the same
+    subscribers."""
+    rec = state.records()
+    reverts = state.refuse_revert(rec, import_id)
+    if not store.held(home.database_path()):  # (else the run checks, once it holds the store)
+        with store.reader(home.database_path()) as con:
+            revert.refuse_if_changed_later(con, import_id)
+    if not detach:
+        attachable(inst)
+    parent = reverts[0] if reverts else None
+    if parent is not None and not parent.is_finished:  # its process is gone (refuse_revert)
+        inst.report_run_failed(inst.get_run_by_id(parent.run_id), message=state.DIED)
+        _free_slots(inst, parent.run_id)
+    if not inst.has_dynamic_partition(IMPORTS_PARTITIONS, import_id):
+        inst.add_dynamic_partitions(IMPORTS_PARTITIONS, [import_id])
+    imports = state.runs_of(rec, import_id)
+    tags = {Tags.KIND: "revert", Tags.IMPORT_RUN: imports[0].run_id if imports else "",
+            **{k: v for k, v in (imports[0].tags.items() if imports else ())
+               if k in (Tags.SOURCE, Tags.LISTS)}}
+    run = _create_run(inst, REVERT_JOB, import_id, {}, {**tags, **({} if detach else process.tags())},
+                      parent=parent, queued=detach)
+    if detach:
+        _submit(inst, run)
+    else:
+        _execute(inst, run)
+    return run
 
 
 # --- exports: runs of `export_job`, one partition per export ---------------------------------------

@@ -11,11 +11,12 @@ import time
 from datetime import datetime, timezone
 from typing import Optional
 
-from assets.names import (EXPORT_JOB, IMPORT_JOB, IMPORTS_PARTITIONS, POOL, Tags, options_of,
-                          pending_key)
+from assets.names import (EXPORT_JOB, IMPORT_JOB, IMPORTS_PARTITIONS, POOL, REVERT_JOB, Tags,
+                          options_of, pending_key)
 from mail_pipeline.document import import_document
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.layout import Folder
+from mail_pipeline.retention import purged_at
 from mail_pipeline.clock import iso_utc
 from service import process
 from service.records import Records, Run
@@ -171,9 +172,9 @@ def failure_message(rec: Records, run: Run) -> Optional[str]:
 
 
 def document(rec: Records, import_id: str, runs: Optional[list[Run]] = None,
-             held: Optional[dict] = ..., ) -> dict:
-    """The import document of one import. `runs` and `held` may be given when already read
-    (a listing reads every import's at once)."""
+             held: Optional[dict] = ..., reverts: Optional[list[Run]] = None) -> dict:
+    """The import document of one import. `runs`, `held` and `reverts` (its runs of
+    revert_job) may be given when already read (a listing reads every import's at once)."""
     folder = Folder.of(import_id)
     runs = runs_of(rec, import_id) if runs is None else runs
     held = pending(rec, import_id) if held is ... else held
@@ -201,6 +202,10 @@ def document(rec: Records, import_id: str, runs: Optional[list[Run]] = None,
                                error_message=held.get("error_message"))
     run, first = runs[0], runs[-1]
     state, waiting_for = state_of(rec, run)
+    reverts = runs_of(rec, import_id, REVERT_JOB) if reverts is None else reverts
+    reverted_at = reverted(reverts)
+    if reverted_at:
+        state = "reverted"
     held = held or {}  # a draft's or scheduled import's record keeps when it was made and due
     return import_document(
         import_id, state,
@@ -209,7 +214,38 @@ def document(rec: Records, import_id: str, runs: Optional[list[Run]] = None,
         finished_at=_iso(run.end_time) if run.is_finished else None,
         run_id=run.run_id, folder=folder, requested=options_of(run.run_config),
         error_message=failure_message(rec, run) if state == "failed" else None,
-        waiting_for=waiting_for)
+        waiting_for=waiting_for, reverted_at=reverted_at)
+
+
+def reverted(reverts: list[Run]) -> Optional[str]:
+    """When the import's revert finished (its newest run of revert_job succeeded), else None."""
+    if reverts and reverts[0].status == "SUCCESS":
+        return _iso(reverts[0].end_time)
+    return None
+
+
+def refuse_revert(rec: Records, import_id: str) -> list[Run]:
+    """Refuse, in one sentence, to revert an import that is reverted already, being reverted,
+    still running (or paused), or purged; else its runs of revert_job, newest first (a failed
+    one is resumed)."""
+    doc = document(rec, import_id)
+    reverts = runs_of(rec, import_id, REVERT_JOB)
+    if doc["state"] == "reverted":
+        raise MailPipelineError(f"import {import_id} was reverted already on {doc['reverted_at']}: "
+                                "there is nothing left to undo")
+    purged = purged_at(Folder.of(import_id))
+    if purged:
+        raise MailPipelineError(f"import {import_id} was purged on {purged}: its before-images are "
+                                "gone, so it cannot be reverted")
+    if reverts and not reverts[0].is_finished and not process.gone(reverts[0].tags):
+        raise MailPipelineError(f"import {import_id} is being reverted already (run "
+                                f"{reverts[0].run_id[:8]}): wait for it to finish")
+    if doc["state"] not in ("finished", "failed", "cancelled"):
+        hint = (f"; cancel it first (mail-pipeline imports cancel {import_id})"
+                if doc["state"] == "paused" else "")
+        raise MailPipelineError(f"import {import_id} is {doc['state']}: only an import that has "
+                                f"ended (finished, failed or cancelled) can be reverted{hint}")
+    return reverts
 
 
 def all_import_ids(rec: Records) -> list[str]:
@@ -224,8 +260,12 @@ def documents(rec: Records) -> list[dict]:
     runs: dict[str, list[Run]] = {}
     for run in rec.runs(IMPORT_JOB):
         runs.setdefault(run.tags.get(Tags.PARTITION), []).append(run)
+    reverts: dict[str, list[Run]] = {}
+    for run in rec.runs(REVERT_JOB):
+        reverts.setdefault(run.tags.get(Tags.PARTITION), []).append(run)
     held = {key: json.loads(value) for key, value in rec.values(pending_key(i) for i in ids).items()}
-    return [document(rec, i, runs.get(i, []), held.get(pending_key(i))) for i in ids]
+    return [document(rec, i, runs.get(i, []), held.get(pending_key(i)), reverts.get(i, []))
+            for i in ids]
 
 
 def export_doc(rec: Records, export_id: str) -> dict:

@@ -45,7 +45,7 @@ def _status(request: Request, run: Optional[Run]) -> dict:
         return dict(_NONE)
     document = common.document(request, SYSTEM, run.tags[Tags.PARTITION])
     now = document["state"]
-    if now == "finished":
+    if now in ("finished", "reverted"):  # (a reverted import finished first, as Mailcoach's says)
         status = "finished"
     elif now in FINISHED_STATES or now == "paused":
         # listmonk's stopped import ends failed; a paused one (paused through another API or the
