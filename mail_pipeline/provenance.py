@@ -117,6 +117,11 @@ def _history(con: duckdb.DuckDBPyConnection, email: str, now: dict) -> list[dict
 def show(con: duckdb.DuckDBPyConnection, email: str) -> dict:
     """The subscriber, its subscriptions (with their provenance) and its history."""
     wanted = key(email)
+    [(recorded,)] = con.execute("SELECT count(*) FROM information_schema.columns WHERE "
+                                "table_name = 'subscribers' AND column_name = 'created_by'").fetchall()
+    if not recorded:
+        raise MailPipelineError("the store was written by an earlier version of mail-pipeline and "
+                                "records no provenance yet: the next import adds it")
     subscriber = _subscriber(con, wanted)
     if subscriber is None:
         raise MailPipelineError(f"no subscriber {wanted!r} in the store")
