@@ -405,7 +405,8 @@ def export_digest(path: Path, fmt: str) -> tuple[int, str]:
 
 
 def compare_stores(a: Path, b: Path, order_a: dict[str, int], order_b: dict[str, int]) -> dict:
-    """Table by table, the rows of store `a` and store `b`, import ids replaced by merge positions
+    """Table by table, the rows of store `a` and store `b`, import ids (provenance's included)
+    replaced by merge positions
     (`order_*`: import id → position) and clock timestamps by the batch that wrote them."""
     con = duckdb.connect()
     try:
@@ -437,7 +438,7 @@ def compare_stores(a: Path, b: Path, order_a: dict[str, int], order_b: dict[str,
                 select, joins = [], []
                 for n, (column, kind) in enumerate(columns):
                     quoted = '"' + column.replace('"', '""') + '"'
-                    if column == "import_id":
+                    if column in ("import_id", "created_by", "updated_by"):  # (provenance: ids too)
                         joins.append(f"LEFT JOIN pos_{alias} j{n} ON j{n}.import_id = x.{quoted}")
                         select.append(f"coalesce(j{n}.pos::VARCHAR, 'id ' || x.{quoted}) AS {quoted}")
                     elif kind.startswith("TIMESTAMP"):

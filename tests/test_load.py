@@ -45,8 +45,9 @@ def test_queued_imports_finish_one_at_a_time_and_match_running_them_in_order(tmp
     tables = figures["comparison"]["tables"]
     assert figures["identical"], json.dumps(tables)
     assert tables["subscribers"]["rows"] == figures["subscribers"] > 0
-    # Every clock timestamp was matched to the batch that wrote it, so none was left out.
-    assert tables["subscribers"]["timestamps_from_batches"] == 2 * tables["subscribers"]["rows"]
+    # Every clock timestamp (created_at, updated_at, updated_by_at) was matched to the batch
+    # that wrote it, so none was left out.
+    assert tables["subscribers"]["timestamps_from_batches"] == 3 * tables["subscribers"]["rows"]
     assert figures["comparison"]["clock_collisions"] == 0
 
 

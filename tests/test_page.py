@@ -230,7 +230,7 @@ def test_page_previews_starts_and_follows_an_import(mail_home, server, browser):
 
     # SIGTERM: the server finishes, stopping its daemon.
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=20)
+    proc.wait(timeout=45)  # (requests in flight: up to 10 s; the daemon's own stop, meanwhile)
 
 
 def test_sigterm_stops_the_server_and_its_daemon(server):
@@ -239,7 +239,7 @@ def test_sigterm_stops_the_server_and_its_daemon(server):
                if b"dagster._daemon" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(daemons) == 1, "serve started no daemon of its own"
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=20)
+    proc.wait(timeout=45)  # (requests in flight: up to 10 s; the daemon's own stop, meanwhile)
     deadline = time.monotonic() + 20
     while _alive(daemons[0]) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -15,6 +15,7 @@ import time
 from contextlib import asynccontextmanager
 from typing import Optional
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -111,11 +112,25 @@ def start_daemon() -> subprocess.Popen:
                             env=env)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, which asks the daemon it started to stop as soon as it is asked to stop
+    itself: the daemon's shutdown (its sensors' ticks, its code server) then runs while uvicorn
+    finishes the requests in flight, not after."""
+
+    def __init__(self, config, daemon: Optional[subprocess.Popen]) -> None:
+        super().__init__(config)
+        self.daemon = daemon
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.terminate()
+        super().handle_exit(sig, frame)
+
+
 def serve(host: str, port: int, limits: Limits, dagster_url: str, daemon: Optional[bool],
           private_urls: bool = False) -> int:
     """Run the server until SIGTERM or Ctrl-C (uvicorn finishes the requests in flight), and the
     daemon it started with it."""
-    import uvicorn
     from service.instance import deployed
     child = None
     if daemon is None:
@@ -128,7 +143,7 @@ def serve(host: str, port: int, limits: Limits, dagster_url: str, daemon: Option
     try:
         config = uvicorn.Config(create_app(limits, dagster_url, private_urls), host=host, port=port,
                                 access_log=True, log_level="info", timeout_graceful_shutdown=10)
-        uvicorn.Server(config).run()
+        _Server(config, child).run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
