@@ -25,18 +25,28 @@ def inbox_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         except Exception as exc:  # one bad file never holds up the others
             context.log.warning(f"inbox: {dropped.relative!r} not imported: {exc}")
             continue
-        import_id, state = claim(context.instance, dropped.key)
-        if state in ("ran", "lost"):
-            continue
-        if state == "new":
-            new_ids.append(import_id)
-        requests.append(dg.RunRequest(
-            run_key=dropped.key, partition_key=import_id, run_config=import_run_config(options),
-            tags={Tags.KIND: "import", Tags.INBOX: dropped.relative, **readable_tags(options)}))
-        context.log.info(f"inbox: {dropped.relative} → import {import_id}")
+        request = claimed_request(context.instance, dropped.key, options, new_ids, {
+            Tags.KIND: "import", Tags.INBOX: dropped.relative, **readable_tags(options)})
+        if request is not None:
+            requests.append(request)
+            context.log.info(f"inbox: {dropped.relative} → import {request.partition_key}")
     return dg.SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[imports_partitions.build_add_request(new_ids)] if new_ids else [])
+
+
+def claimed_request(instance: dg.DagsterInstance, key: str, options: ImportOptions, new_ids: list[str],
+                    tags: dict[str, str]) -> Optional[dg.RunRequest]:
+    """The run request of a file bound to `key` (its run key too), or None when it was imported
+    already or another tick has just taken it. A new import's id is added to `new_ids`, whose
+    partitions the sensor adds with its requests."""
+    import_id, state = claim(instance, key)
+    if state in ("ran", "lost"):
+        return None
+    if state == "new":
+        new_ids.append(import_id)
+    return dg.RunRequest(run_key=key, partition_key=import_id, run_config=import_run_config(options),
+                         tags=tags)
 
 
 def claim(instance: dg.DagsterInstance, key: str) -> tuple[Optional[str], str]:

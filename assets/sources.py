@@ -10,7 +10,7 @@ from dagster._utils.schedules import is_valid_cron_string
 from assets.imports import import_job
 from assets.names import IMPORT_JOB, Tags, import_run_config, options_of, source_tags
 from assets.partitions import imports_partitions
-from assets.sensors import claim
+from assets.sensors import claim, claimed_request
 from mail_pipeline import remote, sources
 from mail_pipeline.errors import MailPipelineError
 
@@ -70,15 +70,11 @@ def watch_sensor(declared: sources.Declared) -> dg.SensorDefinition:
         requests, new_ids = [], []
         for entry in ready:
             options = declared.file_options(entry)
-            import_id, state = claim(context.instance, options.idempotency_key)
-            if state in ("ran", "lost"):
-                continue
-            if state == "new":
-                new_ids.append(import_id)
-            requests.append(dg.RunRequest(
-                run_key=options.idempotency_key, partition_key=import_id,
-                run_config=import_run_config(options), tags=source_tags(declared.name, options)))
-            context.log.info(f"source {declared.name}: {entry.url} → import {import_id}")
+            request = claimed_request(context.instance, options.idempotency_key, options, new_ids,
+                                      source_tags(declared.name, options))
+            if request is not None:
+                requests.append(request)
+                context.log.info(f"source {declared.name}: {entry.url} → import {request.partition_key}")
         return dg.SensorResult(
             run_requests=requests, cursor=cursor,
             dynamic_partitions_requests=[imports_partitions.build_add_request(new_ids)] if new_ids else [])

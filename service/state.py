@@ -171,13 +171,16 @@ def failure_message(rec: Records, run: Run) -> Optional[str]:
     return None
 
 
+_UNREAD = object()  # (`held` not read yet: None means the import has no such record)
+
+
 def document(rec: Records, import_id: str, runs: Optional[list[Run]] = None,
-             held: Optional[dict] = ..., reverts: Optional[list[Run]] = None) -> dict:
+             held: Optional[dict] = _UNREAD, reverts: Optional[list[Run]] = None) -> dict:
     """The import document of one import. `runs`, `held` and `reverts` (its runs of
     revert_job) may be given when already read (a listing reads every import's at once)."""
     folder = Folder.of(import_id)
     runs = runs_of(rec, import_id) if runs is None else runs
-    held = pending(rec, import_id) if held is ... else held
+    held = pending(rec, import_id) if held is _UNREAD else held
     if not runs:
         if held is None or held["state"] == "starting":
             if held is None and not folder.path.is_dir() and not rec.has_partition(
@@ -255,17 +258,20 @@ def all_import_ids(rec: Records) -> list[str]:
 
 
 def documents(rec: Records) -> list[dict]:
-    """Every import's document, its runs and records read in two queries for all."""
+    """Every import's document, its runs and records read once for all."""
     ids = all_import_ids(rec)
-    runs: dict[str, list[Run]] = {}
-    for run in rec.runs(IMPORT_JOB):
-        runs.setdefault(run.tags.get(Tags.PARTITION), []).append(run)
-    reverts: dict[str, list[Run]] = {}
-    for run in rec.runs(REVERT_JOB):
-        reverts.setdefault(run.tags.get(Tags.PARTITION), []).append(run)
+    runs, reverts = _by_partition(rec, IMPORT_JOB), _by_partition(rec, REVERT_JOB)
     held = {key: json.loads(value) for key, value in rec.values(pending_key(i) for i in ids).items()}
     return [document(rec, i, runs.get(i, []), held.get(pending_key(i)), reverts.get(i, []))
             for i in ids]
+
+
+def _by_partition(rec: Records, job_name: str) -> dict[str, list[Run]]:
+    """The job's runs, newest first, by the import (partition) they belong to."""
+    found: dict[str, list[Run]] = {}
+    for run in rec.runs(job_name):
+        found.setdefault(run.tags.get(Tags.PARTITION), []).append(run)
+    return found
 
 
 def export_doc(rec: Records, export_id: str) -> dict:
