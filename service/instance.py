@@ -1,6 +1,7 @@
 """The Dagster instance the service works on: the deployer's (`DAGSTER_HOME`, used as it is) or
 the embedded one under the home folder, whose dagster.yaml the project writes."""
 import fcntl
+import json
 import os
 import sys
 from pathlib import Path
@@ -44,6 +45,13 @@ run_monitoring:
   free_slots_after_run_end_seconds: 10
 telemetry:
   enabled: false
+# Dagster's SQLite event log (in its usual folder), whose pool-slot claim is one statement, so two
+# steps never share the store's slot (service/storage.py says why).
+event_log_storage:
+  module: service.storage
+  class: PoolSafeSqliteEventLogStorage
+  config:
+    base_dir: {events}
 # A step's raw stdout/stderr is not captured: the assets write everything through the run's event
 # log and the import's own log, and capture starts two processes per step (0.4 s a run).
 compute_logs:
@@ -66,7 +74,7 @@ def dagster_home() -> Path:
     path = (home.home() / "dagster").resolve()
     path.mkdir(parents=True, exist_ok=True)
     config = path / "dagster.yaml"
-    wanted = EMBEDDED_YAML.format(pool=POOL)
+    wanted = EMBEDDED_YAML.format(pool=POOL, events=json.dumps(str(path / "history" / "runs")))
     current = config.read_text() if config.exists() else None
     if current is None or (current != wanted and current.startswith(_MARK)):
         config.write_text(wanted)
