@@ -323,7 +323,7 @@ SECURITY = """
   more than 16 GiB or inflating more than 200:1 is refused from the archive's directory; a header
   of more than 10,000 fields or a first line over 1 MiB is refused; a cell over 16 MiB or holding
   a NUL fails its row; attributes nested deeper than 64 levels fail their row; DuckDB runs under
-  `MAIL_PIPELINE_MEMORY_LIMIT` (500 MB by default).
+  `MAIL_PIPELINE_MEMORY_LIMIT` (1 GB by default).
 - **What is not defended**: a file that is simply huge (the import copies it once into the home,
   so the disk needs its size twice over), and terminal escapes: `mail-pipeline imports logs`
   prints failed rows as they came, control characters included; pipe it through `cat -v` when

@@ -243,7 +243,7 @@ def _sha256(path: Path) -> tuple[str, int]:
 @contextmanager
 def opened(database: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """The store for an export: waits while an import writes; DuckDB's memory cap
-    (`store.DEFAULT_MEMORY_LIMIT`) makes the sort spill to disk instead of growing with the
+    (`store.default_memory_limit`) makes the sort spill to disk instead of growing with the
     store (1.2M subscribers: 0.7 GB peak)."""
     with store.writer(database) as con:
         con.execute("SET preserve_insertion_order = false")  # ORDER BY still holds
