@@ -11,7 +11,8 @@ from assets.partitions import imports_partitions
 from assets.resources import StoreResource
 from mail_pipeline import control, home, logs, pipeline
 from mail_pipeline import store as subscriber_store
-from mail_pipeline.errors import MailPipelineError, disk_full, disk_full_message
+from mail_pipeline.errors import (MailPipelineError, disk_full, disk_full_message, out_of_memory,
+                                   out_of_memory_message)
 from mail_pipeline.options import build
 
 
@@ -68,7 +69,11 @@ def reported(context: dg.AssetExecutionContext, stoppable: bool = True, again: s
         if isinstance(exc, RuntimeError) and str(exc) == "Query interrupted":
             raise _failure(context, control.stopped(_asked(context, interrupted=True), import_id,
                                                     again)) from None
-        # A full disk is the user's to mend, not a bug: one sentence, and how to carry on.
+        # A full disk, or a memory cap too low, is the user's to mend, not a bug: one sentence,
+        # and how to carry on (the batches committed stay; a resume goes on from there).
+        if out_of_memory(exc):
+            raise _failure(context, MailPipelineError(
+                out_of_memory_message(subscriber_store.memory_limit(), import_id))) from None
         if not disk_full(exc, home.home()):
             raise
         raise _failure(context, MailPipelineError(disk_full_message(home.home(), import_id))) from None

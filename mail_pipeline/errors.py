@@ -51,3 +51,14 @@ def first_line(exc: BaseException) -> str:
 def disk_full_message(home, import_id: str) -> str:
     return (f"no space left on the disk holding {home}: free some space, then resume with: "
             f"mail-pipeline imports resume {import_id}")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is DuckDB running out of its memory cap (a non-spilling operator, or a cap
+    set too low). Told by name, so that this module never imports DuckDB."""
+    return type(exc).__name__ == "OutOfMemoryException" or str(exc).startswith("Out of Memory Error")
+
+
+def out_of_memory_message(limit: str, import_id: str) -> str:
+    return (f"DuckDB ran out of the {limit} of memory it may use: raise MAIL_PIPELINE_MEMORY_LIMIT "
+            f"(e.g. 2GB), then resume with: mail-pipeline imports resume {import_id}")

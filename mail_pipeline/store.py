@@ -162,7 +162,8 @@ def default_memory_limit() -> str:
     return f"{min(DUCKDB_BUDGET_MB, total // 4 // 10**6)}MB"
 
 
-def _memory_limit() -> str:
+def memory_limit() -> str:
+    """DuckDB's memory cap for the store: MAIL_PIPELINE_MEMORY_LIMIT, else the default."""
     value = os.environ.get("MAIL_PIPELINE_MEMORY_LIMIT", "").strip() or default_memory_limit()
     if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, re.IGNORECASE):
         raise MailPipelineError(f"invalid MAIL_PIPELINE_MEMORY_LIMIT {value!r}: expected a size "
@@ -199,7 +200,7 @@ def connect(path: Path, wait_seconds: float = 600.0,
     said = False
     while True:
         try:
-            con = duckdb.connect(str(path), config={"memory_limit": _memory_limit()})
+            con = duckdb.connect(str(path), config={"memory_limit": memory_limit()})
             break
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():

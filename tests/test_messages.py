@@ -183,3 +183,21 @@ def test_json_output_is_formatted_the_same_way_in_every_command(mail_home, tmp_p
         assert result.returncode == 0, (command, result.stderr)
         assert result.stdout == json.dumps(json.loads(result.stdout), indent=2) + "\n", command
         assert "home:" not in result.stdout
+
+
+# --- DuckDB's memory cap ------------------------------------------------------------------------
+
+def test_a_memory_cap_too_low_fails_in_one_sentence_and_the_import_resumes(mail_home, write_csv, monkeypatch):
+    rows = "email,name\n" + "".join(f"user{i}@example.com,User {i}\n" for i in range(3000))
+    path = write_csv(rows)
+    monkeypatch.setenv("MAIL_PIPELINE_MEMORY_LIMIT", "2MB")
+    failed = cli("import", str(path), "--list", "news", home=mail_home)
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-1] == (
+        "error: import 1 failed: DuckDB ran out of the 2MB of memory it may use: raise "
+        "MAIL_PIPELINE_MEMORY_LIMIT (e.g. 2GB), then resume with: mail-pipeline imports resume 1")
+    assert "Traceback" not in failed.stderr
+    monkeypatch.delenv("MAIL_PIPELINE_MEMORY_LIMIT")
+    resumed = cli("imports", "resume", "1", "--json", home=mail_home)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["stats"]["subscribers"]["added"] == 3000
