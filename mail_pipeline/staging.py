@@ -345,9 +345,6 @@ def _copy_text(stream, dest: Path, options: ImportOptions, origin: str,
     endings = _LineEndings()
     linked, before = False, None
     with replacing(dest) as tmp, ExitStack() as files:
-        # A `.partial` left by a killed attempt may be a link to the user's file: removed, never
-        # opened for writing, which would truncate the file itself.
-        tmp.unlink(missing_ok=True)
         out = None
         first = True
         while chunk := stream.read(_CHUNK):

@@ -74,20 +74,3 @@ def test_a_linked_file_replaced_by_a_new_one_keeps_the_staged_bytes(write_csv):
     os.replace(replacement, path)  # as editors save: a new file under the old name
     summary = pipeline.validate_import(folder)
     assert summary["valid"] == 2 and summary["failed"] == 1
-
-
-@pytest.mark.parametrize("encoding", ["utf-8", "cp1252"])
-def test_a_partial_link_left_by_a_killed_attempt_never_truncates_the_users_file(write_csv, encoding):
-    text = ROWS if encoding == "utf-8" else ROWS.replace("Bo", "Bé")
-    path = write_csv(text, encoding=encoding)
-    folder = pipeline.Folder.of(home.new_import_id())
-    folder.path.mkdir(parents=True, exist_ok=True)
-    os.link(path, folder.source.with_name("source.csv.partial"))  # as a SIGKILL mid-staging leaves it
-    _, metadata = staged_in(folder, path, encoding=encoding)
-    assert path.read_bytes() == text.encode(encoding)  # the user's file untouched
-    assert folder.source.read_text(encoding="utf-8") == ROWS.replace("Bo", "Bé" if encoding == "cp1252" else "Bo")
-    assert not folder.source.with_name("source.csv.partial").exists()
-
-
-def staged_in(folder, path, **options):
-    return folder, pipeline.stage_raw(folder, build({"lists": ["news"], **options}), path)
