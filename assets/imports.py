@@ -117,7 +117,6 @@ def raw_file(context: dg.AssetExecutionContext, config: ImportConfig) -> dg.Mate
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(staged["path"]), "origin": staged["origin"],
         "size": staged["size"], "sha256": staged["sha256"], "row_count": staged["lines"],
-        "linked": bool(staged.get("linked")),
     })
 
 

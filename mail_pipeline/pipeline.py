@@ -124,15 +124,11 @@ def stage_raw(folder: Folder, options: ImportOptions, source: Optional[Path] = N
     staged = staging.stage_source(source, folder.source, options)
     metadata = {"path": str(staged.path), "size": staged.size, "sha256": staged.sha256,
                 "origin": staged.origin, "lines": staged.lines - (1 if options.header else 0),
-                "longest_line": staged.longest_line, "linked": staged.linked,
-                "mtime_ns": staged.mtime_ns}
+                "longest_line": staged.longest_line}
     write_json(folder.options, {"options": options.model_dump(), "origin": staged.origin,
                                      "line_endings": staged.line_endings, "staged": metadata})
     logs.append_log(folder.path, f"importing {staged.origin!r}: mode {options.mode}, lists "
                     f"{', '.join(options.lists) or '(none)'}, overwrite {str(options.overwrite).lower()}")
-    if staged.linked:
-        logs.append_log(folder.path, "the file is pinned by a hard link, not copied: if it changes "
-                        "before the import is done, the import stops and says so")
     if given.delimiter is None:
         logs.append_log(folder.path, f"detected delimiter {options.delimiter!r}")
     if given.encoding is None:
@@ -154,7 +150,6 @@ def validate_import(folder: Folder, rows_per_chunk: int = ROWS_PER_CHUNK) -> dic
     chunk's valid and failed rows as parts; then find the duplicates across the whole file."""
     staged = read_json(folder.options)
     options = build(staged["options"])
-    staging.unchanged(folder.source, staged["staged"])  # (a linked source: the bytes staged)
     columns = columns_of(reading.read_header(folder.source, options), options)
     resolved = mapping.resolve(columns, options)
     cache_key = reuse.key(staged["staged"]["sha256"], staged["line_endings"], staged["options"])
@@ -169,7 +164,6 @@ def validate_import(folder: Folder, rows_per_chunk: int = ROWS_PER_CHUNK) -> dic
         line_reader = staged["staged"].get("longest_line", 0) > reading.LONGEST_LINE
         summary = _validate(folder, options, columns, resolved, staged["line_endings"],
                             rows_per_chunk, line_reader)
-        staging.unchanged(folder.source, staged["staged"])  # (nor while it was read)
         reuse.keep(cache_key, folder.path, validated)
     for line in summary["mapping"]:
         logs.append_log(folder.path, line)

@@ -8,14 +8,13 @@ import codecs
 import csv
 import hashlib
 import io
-import os
 import re
 import zipfile
 import zlib
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import BinaryIO, Iterator, Union
 
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.files import replacing
@@ -71,10 +70,6 @@ class StagedFile:
     line_endings: str  # "lf", "crlf", or "mixed" (CR-only or several kinds)
     lines: int  # physical lines (a quoted newline makes two; the reader counts records)
     longest_line: int  # bytes, exact only above the staging chunk size (1 MiB)
-    # A hard link to the source rather than a copy (a plain UTF-8 file on the same file system),
-    # and the source's modification time, which `unchanged` checks before it is read again.
-    linked: bool = False
-    mtime_ns: Optional[int] = None
 
 
 class _LineEndings:
@@ -261,41 +256,10 @@ def _refuse_misread_header(header: list[str], delimiter: str) -> None:
 def stage_source(source: Path, dest: Path, options: ImportOptions) -> StagedFile:
     """Copy `source` (a CSV or the first CSV of a ZIP) to `dest` as UTF-8 without a BOM, with
     the options `preview` settled. Raises MailPipelineError, before anything is written, when
-    the file cannot be an import.
-
-    A plain UTF-8 file that needs no change (no BOM, no blank lines before its header) is pinned
-    by a hard link instead, when `dest` is on its file system: it is still read once for its
-    checksum and line ends, but not written again (10M rows, 834 MB: 1.5 s less). A file that
-    changes after that is refused when it is read again (`unchanged`), instead of being read as
-    it is now."""
+    the file cannot be an import."""
     assert options.delimiter and options.encoding, "settle the options first (preview)"
     with open_source(source) as (stream, origin):
-        plain = origin == str(source) and options.encoding == "utf-8"
-        return _copy_text(stream, dest, options, origin, pin=source if plain else None)
-
-
-def unchanged(path: Path, staged: dict) -> None:
-    """Refuse a staged file that was linked and has changed since (its size or modification
-    time): the import would otherwise read other bytes than those it checked."""
-    if not staged.get("linked"):
-        return
-    try:
-        now = path.stat()
-    except OSError:
-        now = None
-    if now is None or now.st_size != staged["size"] or now.st_mtime_ns != staged["mtime_ns"]:
-        raise MailPipelineError(f"{staged['origin']} changed after it was staged (the import keeps a "
-                                "link to it, not a copy): import it again")
-
-
-def _link(source: Path, tmp: Path) -> bool:
-    """Hard-link `source` at `tmp`; False where it cannot be (another file system, a file of
-    another user, a file system without links)."""
-    try:
-        os.link(source, tmp)
-        return True
-    except OSError:
-        return False
+        return _copy_text(stream, dest, options, origin)
 
 
 def _first_csv(archive: zipfile.ZipFile) -> str:
@@ -332,57 +296,42 @@ def _refuse_bomb(info: zipfile.ZipInfo, archive_size: int) -> None:
                                 f"over the {MAX_ZIP_RATIO} allowed (a ZIP bomb?)")
 
 
-def _copy_text(stream, dest: Path, options: ImportOptions, origin: str,
-               pin: Optional[Path] = None) -> StagedFile:
+def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> StagedFile:
     """Stream `stream` to `dest`, checking it is text; UTF-8 is copied as is (less a BOM), any
-    other encoding is converted to UTF-8 on the way. `pin`, the plain UTF-8 file `stream`
-    reads, is hard-linked at `dest` instead when its first chunk needs no change."""
+    other encoding is converted to UTF-8 on the way."""
     digest = hashlib.sha256()
     as_is = options.encoding == "utf-8"
     decoder = None if as_is else _decoder(options.encoding, "mail_pipeline.unreadable")
     size = 0
     seen_text = False
     endings = _LineEndings()
-    linked, before = False, None
-    with replacing(dest) as tmp, ExitStack() as files:
-        out = None
-        first = True
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-            if first and not _looks_like_text(chunk, options.encoding):
-                # The first chunk decides whether this is text at all; a bad byte further
-                # on fails its own row (the reader rejects it), not the whole file.
-                raise MailPipelineError(NOT_CSV)
-            data = chunk if as_is else _utf8(decoder.decode(chunk))
-            if first:
-                data = data.removeprefix(codecs.BOM_UTF8)
-                # Blank lines before the header are not records, nor the header.
-                data = _leading_blank_lines(options.delimiter).sub(b"", data)
-                first = False
-                linked = pin is not None and data == chunk and _link(pin, tmp)
-                if linked:
-                    before = tmp.stat()
-                else:
-                    out = files.enter_context(open(tmp, "wb"))
-            endings.feed(data)
-            seen_text = seen_text or bool(data.strip())
-            if out is not None:
+    with replacing(dest) as tmp:
+        with open(tmp, "wb") as out:
+            first = True
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                if first and not _looks_like_text(chunk, options.encoding):
+                    # The first chunk decides whether this is text at all; a bad byte further
+                    # on fails its own row (the reader rejects it), not the whole file.
+                    raise MailPipelineError(NOT_CSV)
+                data = chunk if as_is else _utf8(decoder.decode(chunk))
+                if first:
+                    data = data.removeprefix(codecs.BOM_UTF8)
+                    # Blank lines before the header are not records, nor the header.
+                    data = _leading_blank_lines(options.delimiter).sub(b"", data)
+                    first = False
+                endings.feed(data)
+                seen_text = seen_text or bool(data.strip())
                 out.write(data)
-        if decoder is not None:  # (bytes held back at the end: a cut character)
-            data = _utf8(decoder.decode(b"", final=True))
-            endings.feed(data)
-            if out is not None:
+            if decoder is not None:  # (bytes held back at the end: a cut character)
+                data = _utf8(decoder.decode(b"", final=True))
+                endings.feed(data)
                 out.write(data)
         if not seen_text:
             raise MailPipelineError("invalid file: the file is empty")
-        if linked:
-            after = tmp.stat()
-            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or after.st_size != size:
-                raise MailPipelineError(f"{origin} changed while it was read: import it again "
-                                        "once it is complete")
     return StagedFile(dest, size, digest.hexdigest(), origin, endings.kind(), endings.lines(),
-                      endings.longest_line(), linked, after.st_mtime_ns if linked else None)
+                      endings.longest_line())
 
 
 def _decoder(encoding: str, errors: str) -> codecs.IncrementalDecoder:
