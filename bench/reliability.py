@@ -324,8 +324,8 @@ SECURITY = """
   of more than 10,000 fields or a first line over 1 MiB is refused; a cell over 16 MiB or holding
   a NUL fails its row; attributes nested deeper than 64 levels fail their row; DuckDB runs under
   `MAIL_PIPELINE_MEMORY_LIMIT` (1 GB by default).
-- **What is not defended**: a file that is simply huge (a file that cannot be pinned by a hard
-  link is copied once into the home, so the disk needs its size twice over), and terminal escapes: `mail-pipeline imports logs`
+- **What is not defended**: a file that is simply huge (the import copies it once into the home,
+  so the disk needs its size twice over), and terminal escapes: `mail-pipeline imports logs`
   prints failed rows as they came, control characters included; pipe it through `cat -v` when
   the file is not trusted.
 """
