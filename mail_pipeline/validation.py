@@ -1,12 +1,31 @@
 """Validation (spec §3 "Values" and the first categories of "Fate"): every record read becomes a
 valid row, a `failed` row with its reason, or a `skipped_duplicate` row. Nothing is dropped."""
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import pandera.polars as pa
 import polars as pl
+
+
+def _pandera_without_strategies() -> None:
+    """Pandera's built-in checks load its data-synthesis strategies, which import Hypothesis when
+    it is installed (the test extra): 0.36 s of every command's start-up, a full garbage
+    collection included. Nothing here synthesises data, so where Hypothesis is not loaded yet
+    Pandera is loaded as it is where Hypothesis is absent (a process that later imports
+    Hypothesis itself still gets it)."""
+    if "hypothesis" in sys.modules:
+        return
+    sys.modules["hypothesis"] = None  # `import hypothesis` raises ImportError meanwhile
+    try:
+        import pandera.strategies.base_strategies  # noqa: F401
+    finally:
+        del sys.modules["hypothesis"]
+
+
+_pandera_without_strategies()
+import pandera.polars as pa  # noqa: E402
 
 from mail_pipeline.emails import check_emails
 from mail_pipeline.mapping import IP_FIELDS, TIME_FIELDS, Mapping
