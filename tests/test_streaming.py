@@ -1,5 +1,9 @@
 """Large files are read in chunks: the outcome must not depend on where the chunks fall."""
-from mail_pipeline import home, pipeline
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mail_pipeline import home, pipeline, staging
 from mail_pipeline.options import build
 from mail_pipeline.staging import _LineEndings
 from tests.helpers import categories, log_lines, query
@@ -19,6 +23,49 @@ def test_a_crlf_split_across_read_chunks_is_one_line_end():
     for chunk in (b"a\r\nb\r", b"\nc\r\n"):
         ends.feed(chunk)
     assert (ends.kind(), ends.lines()) == ("crlf", 3)
+
+
+@given(st.binary().map(lambda b: bytes(b"ab\r\n"[x % 4] for x in b)),
+       st.lists(st.integers(min_value=0, max_value=60), max_size=4))
+def test_line_ends_are_counted_the_same_wherever_the_chunks_are_cut(data, cuts):
+    """Counted in chunks as a whole: CRLF pairs, lone LFs, lone CRs (a CRLF may straddle a cut)."""
+    cuts = sorted(min(c, len(data)) for c in cuts)
+    ends = _LineEndings()
+    for start, stop in zip([0, *cuts], [*cuts, len(data)]):
+        ends.feed(data[start:stop])
+    crlf = data.count(b"\r\n")
+    assert (ends.crlf, ends.lf, ends.cr) == (crlf, data.count(b"\n") - crlf, data.count(b"\r") - crlf)
+
+
+def test_a_failed_write_while_staging_fails_the_stage_and_leaves_no_file(tmp_path, monkeypatch):
+    """The copy is written by a thread of its own: its error still reaches the stage."""
+    source = tmp_path / "in.csv"
+    source.write_bytes(b"email\n" + b"a@example.com\n" * 200_000)  # several chunks
+    options = staging.preview(source, build({})).options
+    writes = []
+
+    class Full:  # the disk fills up at the second chunk
+        def write(self, data):
+            writes.append(len(data))
+            if len(writes) == 2:
+                raise OSError(28, "No space left on device")
+
+        def close(self):
+            pass
+
+    class Writer(staging._Writer):
+        def __enter__(self):
+            entered = super().__enter__()
+            self._file.close()
+            self._file = Full()
+            return entered
+
+    monkeypatch.setattr(staging, "_Writer", Writer)
+    dest = tmp_path / "staged" / "source.csv"
+    dest.parent.mkdir()
+    with pytest.raises(OSError, match="No space left"):
+        staging.stage_source(source, dest, options)
+    assert list(dest.parent.iterdir()) == []
 
 
 def test_duplicates_and_failures_across_chunks_match_a_single_chunk(write_csv, monkeypatch):
