@@ -74,6 +74,10 @@ def test_existing_subscriber_is_skipped_without_overwrite_and_added_to_a_new_lis
     assert categories(run_import(path, lists=["news"])[1]) == {"skipped_overwrite": 1}
     assert categories(run_import(path, lists=["news", "weekly"])[1]) == {"added": 1}
     assert query("SELECT list FROM subscriptions ORDER BY list") == [("news",), ("weekly",)]
+    # One target list: being on it is told by the count alone (no list of lists is gathered).
+    assert categories(run_import(path, lists=["offers"])[1]) == {"added": 1}
+    assert categories(run_import(path, lists=["offers"])[1]) == {"skipped_overwrite": 1}
+    assert query("SELECT list FROM subscriptions ORDER BY list") == [("news",), ("offers",), ("weekly",)]
 
 
 def test_overwrite_updates_name_and_merges_attributes_key_by_key(write_csv):
