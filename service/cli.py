@@ -7,6 +7,7 @@ instance, the data libraries when a command reads or writes data.
 """
 import argparse
 import difflib
+import gc
 import json
 import os
 import re
@@ -175,6 +176,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settle_heap() -> None:
+    """Called once the command has loaded what its run needs, just before the run: this
+    process runs one job and exits, so Dagster, the data libraries and the code location stay
+    until then. gc.freeze() takes them out of the cyclic collector's sight, so neither the
+    run's collections nor the interpreter's teardown at exit walk them again (a 10-row import:
+    0.4-0.8 s of 3.3 s, most of it at exit). Only this command line does it: a server, which
+    lives on, never freezes what it would later free."""
+    gc.freeze()
+
+
 def _follow(inst, import_id: str, as_json: bool, run) -> dict:
     """Run the import in this process, showing progress on stderr, and return its document.
     Ctrl-C pauses it: the batch in progress rolls back, and `imports resume` carries on."""
@@ -194,6 +205,7 @@ def _follow(inst, import_id: str, as_json: bool, run) -> dict:
     quiet = _QuietEventLog(sys.stderr)
     sys.stderr = quiet
     try:
+        _settle_heap()
         run()
     except KeyboardInterrupt:
         pause(None, None)
@@ -369,6 +381,7 @@ def cmd_revert(args: argparse.Namespace) -> int:
     inst = runs.instance()
     if not args.json:
         _say(f"import {args.id}: reverting")
+    _settle_heap()
     run = runs.revert_import(inst, args.id)
     rec = state.records()
     document = state.document(rec, args.id)
@@ -460,6 +473,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     export_id = runs.create_export(inst)
     if not args.json:
         _say(f"export {export_id}: started")
+    _settle_heap()
     runs.execute_export(inst, export_id, options)
     document = state.export_doc(state.records(), export_id)
     if args.json:
