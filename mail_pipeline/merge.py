@@ -148,7 +148,9 @@ _MERGED_ATTRIBUTES = f"to_json(map_concat({_as_map('s.attributes')}, {_as_map(_N
 # it stands when the batch commits (ranking sorts, so only then).
 _BATCH = """
 CREATE OR REPLACE TEMP TABLE batch_rows AS
-SELECT {columns}, c.* EXCLUDE (row, batch)
+SELECT v.* EXCLUDE (key_hash), (v.attributes IS NOT NULL OR v.custom_fields IS NOT NULL
+         OR $defaults IS NOT NULL) AS has_attributes,
+       c.* EXCLUDE (row, batch)
 FROM (SELECT * FROM classified_all WHERE batch = $batch) c
 JOIN (SELECT * FROM read_parquet($valid) WHERE row BETWEEN $first_row AND $last_row) v USING (row)
 """
@@ -160,10 +162,15 @@ SELECT * REPLACE (CASE
     ELSE category END AS category)
 FROM batch_rows
 """
-_ALL_COLUMNS = ("v.* EXCLUDE (key_hash), (v.attributes IS NOT NULL OR v.custom_fields IS NOT NULL"
-                " OR $defaults IS NOT NULL) AS has_attributes")
-# A batch that changes nothing (every row skipped) only needs its outcomes.
-_KEY_COLUMNS = "v.row, v.email"
+# A batch that changes nothing (every row skipped) only needs its outcomes: written straight
+# from the classification and the rows' emails, without a table of the batch's rows.
+_SKIPPED_OUTCOMES = """
+SELECT c.row, v.email, c.category
+FROM (SELECT row, category FROM classified_all WHERE batch = $batch) c
+JOIN (SELECT row, email FROM read_parquet($valid) WHERE row BETWEEN $first_row AND $last_row) v
+  USING (row)
+ORDER BY row
+"""
 
 _INSERT_LISTS = """
 INSERT INTO lists
@@ -541,8 +548,11 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
               "valid": batch.valid, "first_row": batch.first_row, "last_row": batch.last_row,
               "import_id": import_id}
     _run(con, _INSERT_LISTS, params)
-    changes = batch.new or batch.known or batch.row_lists
-    _run(con, _BATCH.format(columns=_ALL_COLUMNS if changes else _KEY_COLUMNS), params)
+    if not (batch.new or batch.known or batch.row_lists):  # every row skipped: outcomes only
+        _commit_batch(con, import_id, number, batch, params,
+                      _write_outcomes(con, _SKIPPED_OUTCOMES, params, outcome_path(outcomes_dir, number)))
+        return
+    _run(con, _BATCH, params)
     if options.subscriber_limit is None:
         con.execute("CREATE OR REPLACE TEMP VIEW classified AS SELECT * FROM batch_rows")
     else:  # materialised: the count it ranks against moves as the batch inserts
@@ -564,15 +574,28 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
     if known:
         _run(con, _DROP_UNCHANGED, params)
         _run(con, _DROP_UNCHANGED_SUBSCRIPTIONS, params)
-    rows = con.sql("SELECT row, email, category FROM classified ORDER BY row").pl()
-    # Written before the commit: if the commit never happens the batch is applied again
-    # and this file rewritten; once it happens, the file is already there.
-    with replacing(outcome_path(outcomes_dir, number)) as tmp:
-        rows.write_parquet(tmp)
+    _commit_batch(con, import_id, number, batch, params, _write_outcomes(
+        con, "SELECT row, email, category FROM classified ORDER BY row", params,
+        outcome_path(outcomes_dir, number)))
+
+
+def _write_outcomes(con: duckdb.DuckDBPyConnection, query: str, params: dict, path: Path) -> int:
+    """The batch's outcomes (row, email, category) to `path`, by DuckDB itself; how many.
+    Written before the commit: if the commit never happens the batch is applied again and the
+    file rewritten; once it happens, the file is already there."""
+    with replacing(path) as tmp:
+        [(rows,)] = con.execute(f"COPY ({query}) TO '{str(tmp).replace(chr(39), chr(39) * 2)}'"
+                                " (FORMAT parquet, COMPRESSION zstd)",
+                                {k: v for k, v in params.items() if f"${k}" in query}).fetchall()
+    return rows
+
+
+def _commit_batch(con: duckdb.DuckDBPyConnection, import_id: str, number: int, batch: Batch,
+                  params: dict, rows: int) -> None:
+    """The marker that the batch was applied, in its transaction."""
     con.execute("INSERT INTO import_batches (import_id, batch, first_row, last_row, rows, committed_at,"
                 " before_images) VALUES (?, ?, ?, ?, ?, ?, true)",
-                [import_id, number, rows["row"].min(), rows["row"].max(), rows.height,
-                 params["now"]])
+                [import_id, number, batch.first_row, batch.last_row, rows, params["now"]])
 
 
 def _upgrade_outcomes(con: duckdb.DuckDBPyConnection, outcomes_dir: Path, valid: list[str]) -> None:
