@@ -100,6 +100,26 @@ def test_a_store_exported_in_slices_gives_the_same_file(store, tmp_path, monkeyp
         assert pl.read_csv(sliced.path).height == 3
 
 
+def test_both_ways_of_gathering_lists_write_the_same_file(store, tmp_path, monkeypatch):
+    """Mostly one list per subscriber: those on one are written from fixed-size aggregates;
+    otherwise all are gathered into lists. Same bytes, list names needing JSON escapes too."""
+    from mail_pipeline import exports
+    store.execute("UPDATE subscriptions SET list = 'n\"ews\\ ✓\t' WHERE email = 'ann@example.com'")
+    store.execute("INSERT INTO subscriptions SELECT * REPLACE ('zé \"x\"' AS list) FROM subscriptions"
+                  " WHERE email = 'dee@example.com'")
+    written = {}
+    for name, few_lists in (("few", 10.0), ("every", 0.0)):
+        monkeypatch.setattr(exports, "FEW_LISTS", few_lists)
+        assert (exports._memberships(store) is exports._MEMBERSHIPS_FEW_LISTS) == (name == "few")
+        written[name] = export(store, build_export({}), tmp_path / f"{name}.csv").path.read_bytes()
+    assert written["few"] == written["every"]
+    lists = {row["email"]: json.loads(row["lists"])
+             for row in csv.DictReader(io.StringIO(written["few"].decode()))}
+    assert lists["ann@example.com"] == {'n"ews\\ ✓\t': "confirmed"}
+    assert lists["dee@example.com"] == {"offers": "unconfirmed", 'zé "x"': "unconfirmed"}
+    assert lists["cy@example.com"] == {}
+
+
 HOSTILE = ['=HYPERLINK("http://evil","x")', "+1", "-2", "@SUM(A1)", "\tcmd", "\rcmd", "'=already",
            "plain", "a=b"]
 
