@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mail_pipeline import home, remote, store
 from mail_pipeline.errors import MailPipelineError
-from mail_pipeline.files import read_json, replacing, write_json
+from mail_pipeline.files import BackgroundWriter, read_json, replacing, write_json
 from mail_pipeline.options import SUBSCRIPTION_STATUSES, describe_error
 from mail_pipeline.values import SUBSCRIBER_STATUSES
 
@@ -273,7 +273,7 @@ def _join(parts: list[Path], out: Path) -> tuple[str, int]:
     """The parts, one after another, into `out`; its sha256 and size, taken on the way."""
     digest = hashlib.sha256()
     size = 0
-    with open(out, "wb") as joined:
+    with BackgroundWriter(out) as joined:
         for part in parts:
             with open(part, "rb") as f:
                 while chunk := f.read(_CHUNK):

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mail_pipeline import home, pipeline, staging
+from mail_pipeline import files, home, pipeline, staging
 from mail_pipeline.options import build
 from mail_pipeline.staging import _LineEndings
 from tests.helpers import categories, log_lines, query
@@ -53,14 +53,14 @@ def test_a_failed_write_while_staging_fails_the_stage_and_leaves_no_file(tmp_pat
         def close(self):
             pass
 
-    class Writer(staging._Writer):
+    class Writer(files.BackgroundWriter):
         def __enter__(self):
             entered = super().__enter__()
             self._file.close()
             self._file = Full()
             return entered
 
-    monkeypatch.setattr(staging, "_Writer", Writer)
+    monkeypatch.setattr(staging, "BackgroundWriter", Writer)
     dest = tmp_path / "staged" / "source.csv"
     dest.parent.mkdir()
     with pytest.raises(OSError, match="No space left"):
