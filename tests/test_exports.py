@@ -100,6 +100,24 @@ def test_a_store_exported_in_slices_gives_the_same_file(store, tmp_path, monkeyp
         assert pl.read_csv(sliced.path).height == 3
 
 
+def test_a_failed_write_while_joining_slices_fails_the_export_and_leaves_nothing(store, tmp_path,
+                                                                                monkeypatch):
+    """Slices are joined in a thread of its own: its error still reaches the export."""
+    from mail_pipeline import exports
+    monkeypatch.setattr(exports, "SLICE_SUBSCRIBERS", 1)
+
+    class Full(io.BytesIO):
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    real_open = open
+    monkeypatch.setattr(exports, "open", lambda path, mode="r", *args: Full() if mode == "wb"
+                        else real_open(path, mode, *args), raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        export(store, build_export({}), tmp_path / "out" / "subscribers.csv")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_both_ways_of_gathering_lists_write_the_same_file(store, tmp_path, monkeypatch):
     """Mostly one list per subscriber: those on one are written from fixed-size aggregates;
     otherwise all are gathered into lists. Same bytes, list names needing JSON escapes too."""
