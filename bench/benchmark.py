@@ -360,7 +360,9 @@ def queue_drain(data: Path, count: int) -> dict:
     the daemon's launch (its run-queue loop) and the run worker's start-up (a new process loads
     Dagster and the code location), from the runs' own records."""
     import socket
-    with tempfile.TemporaryDirectory(dir=data, prefix="queue-") as tmp:
+    # (The last run's worker may still be closing its files in the home a moment after its run
+    # is recorded finished and the server has stopped: the folder is removed once it is done.)
+    with tempfile.TemporaryDirectory(dir=data, prefix="queue-", ignore_cleanup_errors=True) as tmp:
         home = Path(tmp) / "home"
         env = env_for(home)
         for n in range(count):
@@ -377,6 +379,11 @@ def queue_drain(data: Path, count: int) -> dict:
         finally:
             server.terminate()
             server.wait(60)
+    for _ in range(30):
+        if not Path(tmp).exists():
+            break
+        time.sleep(1)
+        shutil.rmtree(tmp, ignore_errors=True)
     runs.sort(key=lambda r: r["start"])
     waits = [b["launched"] - a["end"] for a, b in zip(runs, runs[1:])]
     startups = [r["start"] - r["launched"] for r in runs[1:]]
