@@ -277,8 +277,10 @@ def _copy_in_slices(con: duckdb.DuckDBPyConnection, query: str, params: dict, ra
 class _Joiner:
     """Appends the parts given to it to `out`, in order, hashing them on the way, in a thread of
     its own: a slice is joined while DuckDB writes the next (10M subscribers, 1.6 GB of CSV:
-    the joining and hashing, about 2.5 s, mostly no longer waited for). Its error is raised
-    at the end; leaving early (an error) stops it first."""
+    the joining and hashing, about 2.5 s, mostly no longer waited for). Its error is raised at
+    the next `add` or at the end; leaving early (an error) stops it first. As in
+    `files.BackgroundWriter`, the thread always reads the queue to its end, and the file is
+    opened and closed by the caller's thread."""
 
     def __init__(self, out: Path) -> None:
         self.digest = hashlib.sha256()
@@ -289,30 +291,37 @@ class _Joiner:
         self._thread = threading.Thread(target=self._run, name="export-joiner", daemon=True)
 
     def __enter__(self) -> "_Joiner":
+        self._file = open(self._out, "wb")
         self._thread.start()
         return self
 
     def add(self, part: Path) -> None:
+        if self._error is not None:  # (no more slices written to a disk that is full)
+            raise self._error
         self._parts.put(part)
 
     def _run(self) -> None:
-        try:
-            with open(self._out, "wb") as joined:
-                while (part := self._parts.get()) is not None:
-                    with open(part, "rb") as f:
-                        while chunk := f.read(_CHUNK):
-                            self.digest.update(chunk)
-                            joined.write(chunk)
-                            self.size += len(chunk)
-                    part.unlink()  # (its space back at once)
-        except BaseException as exc:  # kept for the caller; the queue is drained to its end
-            self._error = exc
-            while self._parts.get() is not None:
-                pass
+        while (part := self._parts.get()) is not None:
+            if self._error is None:
+                try:
+                    self._append(part)
+                except BaseException as exc:  # (kept for the caller; the queue is still drained)
+                    self._error = exc
+
+    def _append(self, part: Path) -> None:
+        with open(part, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                self.digest.update(chunk)
+                self._file.write(chunk)
+                self.size += len(chunk)
+        part.unlink()  # (its space back at once)
 
     def __exit__(self, *exc_info) -> None:
         self._parts.put(None)
-        self._thread.join()
+        try:
+            self._thread.join()
+        finally:
+            self._file.close()
         if self._error is not None and exc_info[0] is None:
             raise self._error
 

@@ -72,7 +72,9 @@ class BackgroundWriter:
 
     def __exit__(self, *exc_info) -> None:
         self._chunks.put(None)
-        self._thread.join()
-        self._file.close()
+        try:
+            self._thread.join()
+        finally:  # (a cancel landing in join() still closes the file)
+            self._file.close()
         if self._error is not None and exc_info[0] is None:
             raise self._error

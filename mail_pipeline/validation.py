@@ -13,8 +13,9 @@ def _pandera_without_strategies() -> None:
     """Pandera's built-in checks load its data-synthesis strategies, which import Hypothesis when
     it is installed (the test extra): 0.36 s of every command's start-up, a full garbage
     collection included. Nothing here synthesises data, so where Hypothesis is not loaded yet
-    Pandera is loaded as it is where Hypothesis is absent (a process that later imports
-    Hypothesis itself still gets it)."""
+    Pandera is loaded as it is where Hypothesis is absent: in that process Pandera's own data
+    synthesis (`schema.example()`, `strategy()`) is unavailable, which nothing of this project
+    uses; a process that later imports Hypothesis itself still gets it."""
     if "hypothesis" in sys.modules:
         return
     sys.modules["hypothesis"] = None  # `import hypothesis` raises ImportError meanwhile

@@ -182,8 +182,10 @@ def _settle_heap() -> None:
     and the code location stay until then. gc.freeze() takes them out of the cyclic
     collector's sight, so neither the run's collections nor the interpreter's teardown at exit
     walk them again (the teardown alone took 0.85 s of a 10-row import's 3.4 s; 34 ms now).
-    Only this command line does it: a server, which lives on, never freezes what it would
-    later free."""
+    What is frozen is never collected, so an object it holds in a cycle is not finalized at
+    exit either: everything this project opens (files, DuckDB connections) is closed by its
+    own `with` block before the command ends, so nothing waits on that. Only this command line
+    does it: a server, which lives on, never freezes what it would later free."""
     gc.freeze()
 
 

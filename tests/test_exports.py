@@ -2,9 +2,11 @@
 and exports as Dagster runs and named, self-refreshing assets."""
 import csv
 import gzip
+import hashlib
 import io
 import json
 import shutil
+import threading
 
 import dagster as dg
 import duckdb
@@ -91,6 +93,9 @@ def test_a_store_exported_in_slices_gives_the_same_file(store, tmp_path, monkeyp
     assert len(exports._slices(store)) == 4
     sliced = export(store, options, tmp_path / f"sliced.{fmt}")
     assert sliced.rows == whole.rows == 3
+    for written in (whole, sliced):  # (the joined slices are hashed on the way)
+        data = written.path.read_bytes()
+        assert (written.sha256, written.size) == (hashlib.sha256(data).hexdigest(), len(data))
     if fmt == "parquet":  # (its bytes carry the writer's own metadata)
         assert pl.read_parquet(sliced.path).equals(pl.read_parquet(whole.path))
     else:
@@ -106,6 +111,8 @@ def test_a_failed_write_while_joining_slices_fails_the_export_and_leaves_nothing
     from mail_pipeline import exports
     monkeypatch.setattr(exports, "SLICE_SUBSCRIBERS", 1)
 
+    copies = []
+
     class Full(io.BytesIO):
         def write(self, data):
             raise OSError(28, "No space left on device")
@@ -113,8 +120,37 @@ def test_a_failed_write_while_joining_slices_fails_the_export_and_leaves_nothing
     real_open = open
     monkeypatch.setattr(exports, "open", lambda path, mode="r", *args: Full() if mode == "wb"
                         else real_open(path, mode, *args), raising=False)
+    real_copy = exports._copy
+    monkeypatch.setattr(exports, "_copy", lambda *args, **kw: copies.append(1) or real_copy(*args, **kw))
     with pytest.raises(OSError, match="No space left"):
         export(store, build_export({}), tmp_path / "out" / "subscribers.csv")
+    assert list((tmp_path / "out").iterdir()) == []
+    assert len(copies) < 4  # it stopped writing slices once the first join failed
+
+
+def test_a_failed_close_while_joining_slices_fails_the_export_and_never_hangs(store, tmp_path,
+                                                                             monkeypatch):
+    """The last bytes may only fail when the joined file is closed (a full disk, a quota)."""
+    from mail_pipeline import exports
+    monkeypatch.setattr(exports, "SLICE_SUBSCRIBERS", 1)
+    real_open = open
+
+    def opened(path, mode="r", *args):
+        f = real_open(path, mode, *args)
+        if mode == "wb":
+            def close():
+                real_close()
+                raise OSError(122, "Disk quota exceeded")
+            real_close, f.close = f.close, close
+        return f
+
+    monkeypatch.setattr(exports, "open", opened, raising=False)
+    failed = []
+    worker = threading.Thread(target=lambda: failed.append(pytest.raises(
+        OSError, export, store, build_export({}), tmp_path / "out" / "subscribers.csv")), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive() and "quota" in str(failed[0].value)
     assert list((tmp_path / "out").iterdir()) == []
 
 

@@ -78,6 +78,11 @@ def test_existing_subscriber_is_skipped_without_overwrite_and_added_to_a_new_lis
     assert categories(run_import(path, lists=["offers"])[1]) == {"added": 1}
     assert categories(run_import(path, lists=["offers"])[1]) == {"skipped_overwrite": 1}
     assert query("SELECT list FROM subscriptions ORDER BY list") == [("news",), ("offers",), ("weekly",)]
+    # Added (its own list is new) while already on the one target list: not subscribed twice.
+    own = write_csv('email,lists\na@example.com,"{""digest"": ""confirmed""}"\n', name="own.csv")
+    assert categories(run_import(own, lists=["offers"])[1]) == {"added": 1}
+    assert query("SELECT list, count(*) FROM subscriptions GROUP BY list ORDER BY list") == [
+        ("digest", 1), ("news", 1), ("offers", 1), ("weekly", 1)]
 
 
 def test_overwrite_updates_name_and_merges_attributes_key_by_key(write_csv):
