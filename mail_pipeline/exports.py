@@ -6,9 +6,7 @@ sees half an export. CSV text cells that a spreadsheet would run as a formula ge
 (`guard`), which an import strips again (`unguard`), so export → import → export is the identity.
 """
 import hashlib
-import queue
 import tempfile
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mail_pipeline import home, remote, store
 from mail_pipeline.errors import MailPipelineError
-from mail_pipeline.files import read_json, replacing, write_json
+from mail_pipeline.files import InThread, read_json, replacing, write_json
 from mail_pipeline.options import SUBSCRIPTION_STATUSES, describe_error
 from mail_pipeline.values import SUBSCRIBER_STATUSES
 
@@ -85,18 +83,19 @@ def _guard(expr: str) -> str:
 
 # Engagement the store records: when a subscriber subscribed or confirmed on any list (the
 # import's subscribe_time / confirm_time). A subscriber with none is cold.
-_IN_SLICE = "($low IS NULL OR {c}email >= $low) AND ($high IS NULL OR {c}email < $high)"
-_ENGAGED = ("max(greatest(coalesce({c}subscribe_time, {c}confirm_time),"
-            " coalesce({c}confirm_time, {c}subscribe_time)))")
-# Each subscriber's lists as a JSON object, sorted by list name.
+_IN_SLICE = "($low IS NULL OR email >= $low) AND ($high IS NULL OR email < $high)"
+_ENGAGED = ("max(greatest(coalesce(subscribe_time, confirm_time),"
+            " coalesce(confirm_time, subscribe_time)))")
+# Each subscriber's lists as a JSON object, sorted by list name (`{only}`: which subscribers).
 # list_sort, not list(… ORDER BY list): an ordered aggregate cannot spill, and ran out of memory
 # under the cap at 10M subscriptions. (One row per email and list: the same order.)
-_MEMBERSHIPS = f"""
+_GATHERED = f"""
   SELECT email, to_json(map_from_entries(list_sort(list((list, status)))))::VARCHAR AS lists,
-         {_ENGAGED.format(c="")} AS engaged_at
-  FROM subscriptions WHERE {_IN_SLICE.format(c="")}
+         {_ENGAGED} AS engaged_at
+  FROM subscriptions WHERE {_IN_SLICE}{{only}}
   GROUP BY email
 """
+_MEMBERSHIPS = _GATHERED.format(only="")
 # The same, where most subscribers are on one list: the list aggregate is two thirds of the
 # grouping's time, so a subscriber on one list is written from fixed-size aggregates (the same
 # bytes: to_json of the name and of the status), and only those on several are gathered into a
@@ -104,18 +103,13 @@ _MEMBERSHIPS = f"""
 # their second pass costs more than it saves, so `_memberships` keeps the single grouping.
 _MEMBERSHIPS_FEW_LISTS = f"""
   WITH counted AS (
-    SELECT email, count(*) AS n, min(list) AS list, min(status) AS status,
-           {_ENGAGED.format(c="")} AS engaged_at
-    FROM subscriptions WHERE {_IN_SLICE.format(c="")}
+    SELECT email, count(*) AS n, min(list) AS list, min(status) AS status, {_ENGAGED} AS engaged_at
+    FROM subscriptions WHERE {_IN_SLICE}
     GROUP BY email)
   SELECT email, '{{' || to_json(list) || ':' || to_json(status) || '}}' AS lists, engaged_at
   FROM counted WHERE n = 1
   UNION ALL
-  SELECT x.email, to_json(map_from_entries(list_sort(list((x.list, x.status)))))::VARCHAR,
-         {_ENGAGED.format(c="x.")}
-  FROM subscriptions x
-  WHERE {_IN_SLICE.format(c="x.")} AND x.email IN (SELECT email FROM counted WHERE n > 1)
-  GROUP BY x.email
+  {_GATHERED.format(only=" AND email IN (SELECT email FROM counted WHERE n > 1)")}
 """
 # At most this many subscriptions per subscriber on average (so at most a fifth of them on
 # several lists) for `_MEMBERSHIPS_FEW_LISTS`: measured, it breaks even near three in ten.
@@ -240,10 +234,7 @@ def _slices(con: duckdb.DuckDBPyConnection) -> list[tuple[Optional[str], Optiona
 def _copy(con: duckdb.DuckDBPyConnection, query: str, params: dict, out: Path, copy_options: str,
           header: bool) -> int:
     header_option = f", HEADER {str(header).lower()}" if copy_options.startswith("FORMAT csv") else ""
-    used = {k: v for k, v in params.items() if f"${k}" in query}
-    [(rows,)] = con.execute(f"COPY ({query}) TO '{_sql_path(out)}' ({copy_options}{header_option})",
-                            used).fetchall()
-    return rows
+    return store.copy(con, query, params, out, copy_options + header_option)
 
 
 def _copy_in_slices(con: duckdb.DuckDBPyConnection, query: str, params: dict, ranges: list,
@@ -261,73 +252,30 @@ def _copy_in_slices(con: duckdb.DuckDBPyConnection, query: str, params: dict, ra
                               "FORMAT parquet", header=False)
             con.execute("SET preserve_insertion_order = true")  # the parts' order is the order
             try:
-                con.execute(f"COPY (SELECT * FROM read_parquet(?)) TO '{_sql_path(out)}'"
-                            f" ({copy_options})", [[str(p) for p in parts]])
+                store.copy(con, "SELECT * FROM read_parquet($parts)", {"parts": [str(p) for p in parts]},
+                           out, copy_options)
             finally:
                 con.execute("SET preserve_insertion_order = false")
             return rows, _sha256(out)
-        with _Joiner(out) as joiner:
+        # Each finished part is appended and hashed while DuckDB writes the next (10M
+        # subscribers, 1.6 GB of CSV: about 2.5 s no longer waited for).
+        digest, size = hashlib.sha256(), 0
+
+        def append(part: Path) -> None:
+            nonlocal size
+            with open(part, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    digest.update(chunk)
+                    joined.write(chunk)
+                    size += len(chunk)
+            part.unlink()  # (its space back at once)
+
+        with open(out, "wb") as joined, InThread(append) as appending:
             for number, ((low, high), part) in enumerate(zip(ranges, parts)):
                 rows += _copy(con, query, {**params, "low": low, "high": high}, part, copy_options,
                               header=number == 0 and options.format == "csv")
-                joiner.add(part)
-        return rows, (joiner.digest.hexdigest(), joiner.size)
-
-
-class _Joiner:
-    """Appends the parts given to it to `out`, in order, hashing them on the way, in a thread of
-    its own: a slice is joined while DuckDB writes the next (10M subscribers, 1.6 GB of CSV:
-    the joining and hashing, about 2.5 s, mostly no longer waited for). Its error is raised at
-    the next `add` or at the end; leaving early (an error) stops it first. As in
-    `files.BackgroundWriter`, the thread always reads the queue to its end, and the file is
-    opened and closed by the caller's thread."""
-
-    def __init__(self, out: Path) -> None:
-        self.digest = hashlib.sha256()
-        self.size = 0
-        self._out = out
-        self._parts: queue.Queue = queue.Queue()
-        self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, name="export-joiner", daemon=True)
-
-    def __enter__(self) -> "_Joiner":
-        self._file = open(self._out, "wb")
-        self._thread.start()
-        return self
-
-    def add(self, part: Path) -> None:
-        if self._error is not None:  # (no more slices written to a disk that is full)
-            raise self._error
-        self._parts.put(part)
-
-    def _run(self) -> None:
-        while (part := self._parts.get()) is not None:
-            if self._error is None:
-                try:
-                    self._append(part)
-                except BaseException as exc:  # (kept for the caller; the queue is still drained)
-                    self._error = exc
-
-    def _append(self, part: Path) -> None:
-        with open(part, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                self.digest.update(chunk)
-                self._file.write(chunk)
-                self.size += len(chunk)
-        part.unlink()  # (its space back at once)
-
-    def __exit__(self, *exc_info) -> None:
-        self._parts.put(None)
-        try:
-            self._thread.join()
-        finally:
-            self._file.close()
-        if self._error is not None and exc_info[0] is None:
-            raise self._error
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
+                appending.put(part)
+        return rows, (digest.hexdigest(), size)
 
 
 _CHUNK = 4 << 20

@@ -6,7 +6,7 @@ import queue
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, Optional
 
 
 @contextmanager
@@ -41,40 +41,38 @@ def read_json(path: Path, default=None):
         return default
 
 
-class BackgroundWriter:
-    """Writes a file's chunks in a thread of its own, so that writing overlaps reading and
-    hashing the next ones (staging 834 MB: about a second). A failed write is raised at the
-    next `write` or at the end; leaving early (an error) stops the thread first."""
+class InThread:
+    """Hands each item `put` to `work`, one at a time and in order, in a thread of its own: a
+    file is written (staging: 834 MB, about a second) or an export's slices joined and hashed
+    while the caller reads or computes the next. `work`'s error is raised at the next `put` or
+    at the end; leaving early (an error, a cancel) stops the thread first. The thread always
+    reads the queue to its end, so neither side can wait on the other for ever."""
 
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._chunks: queue.Queue = queue.Queue(maxsize=4)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="background-writer", daemon=True)
+    def __init__(self, work: Callable[[Any], None]) -> None:
+        self._work = work
+        self._items: queue.Queue = queue.Queue(maxsize=4)
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="in-thread", daemon=True)
 
-    def __enter__(self) -> "BackgroundWriter":
-        self._file = open(self._path, "wb")
+    def __enter__(self) -> "InThread":
         self._thread.start()
         return self
 
     def _run(self) -> None:
-        while (chunk := self._chunks.get()) is not None:
+        while (item := self._items.get()) is not None:
             if self._error is None:
                 try:
-                    self._file.write(chunk)
+                    self._work(item)
                 except BaseException as exc:  # (kept for the caller; the queue is still drained)
                     self._error = exc
 
-    def write(self, data: bytes) -> None:
+    def put(self, item: Any) -> None:
         if self._error is not None:
             raise self._error
-        self._chunks.put(data)
+        self._items.put(item)
 
     def __exit__(self, *exc_info) -> None:
-        self._chunks.put(None)
-        try:
-            self._thread.join()
-        finally:  # (a cancel landing in join() still closes the file)
-            self._file.close()
+        self._items.put(None)
+        self._thread.join()
         if self._error is not None and exc_info[0] is None:
             raise self._error

@@ -62,10 +62,6 @@ class Progress:
     subscribers: int  # subscribers put back so far
 
 
-def _run(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> None:
-    con.execute(sql, {k: v for k, v in params.items() if f"${k}" in sql})
-
-
 def _id_order(import_id: str) -> tuple:
     return (len(import_id), import_id)
 
@@ -147,7 +143,7 @@ def revert(con: duckdb.DuckDBPyConnection, import_id: str,
         con.execute("BEGIN TRANSACTION")
         try:
             for sql in _REVERT_BATCH:
-                _run(con, sql, params)
+                store.run(con, sql, params)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

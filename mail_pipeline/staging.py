@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, Union
 
 from mail_pipeline.errors import MailPipelineError
-from mail_pipeline.files import BackgroundWriter, replacing
+from mail_pipeline.files import InThread, replacing
 from mail_pipeline.options import ImportOptions, normalize_encoding
 from mail_pipeline.reading import NOT_CSV, first_record
 
@@ -311,7 +311,8 @@ def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> Stage
     seen_text = False
     endings = _LineEndings()
     with replacing(dest) as tmp:
-        with BackgroundWriter(tmp) as out:
+        # (written by a thread of its own while the next chunk is read, hashed and counted)
+        with open(tmp, "wb") as file, InThread(file.write) as out:
             first = True
             while chunk := stream.read(_CHUNK):
                 digest.update(chunk)
@@ -328,11 +329,11 @@ def _copy_text(stream, dest: Path, options: ImportOptions, origin: str) -> Stage
                     first = False
                 endings.feed(data)
                 seen_text = seen_text or bool(data.strip())
-                out.write(data)
+                out.put(data)
             if decoder is not None:  # (bytes held back at the end: a cut character)
                 data = _utf8(decoder.decode(b"", final=True))
                 endings.feed(data)
-                out.write(data)
+                out.put(data)
         if not seen_text:
             raise MailPipelineError("invalid file: the file is empty")
     return StagedFile(dest, size, digest.hexdigest(), origin, endings.kind(), endings.lines(),

@@ -283,6 +283,24 @@ def reader(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         con.close()
 
 
+def _used(sql: str, params: dict) -> dict:
+    # DuckDB refuses a named parameter the statement does not use.
+    return {k: v for k, v in params.items() if f"${k}" in sql}
+
+
+def run(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> duckdb.DuckDBPyConnection:
+    """Run one statement with just the named parameters it uses."""
+    return con.execute(sql, _used(sql, params))
+
+
+def copy(con: duckdb.DuckDBPyConnection, query: str, params: dict, path: Path, options: str) -> int:
+    """DuckDB's COPY of the query's result to `path` (COPY options such as `FORMAT parquet`),
+    with the named parameters the query uses; the rows written."""
+    quoted = str(path).replace("'", "''")
+    [(rows,)] = con.execute(f"COPY ({query}) TO '{quoted}' ({options})", _used(query, params)).fetchall()
+    return rows
+
+
 def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     [(found,)] = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",
                              [name]).fetchall()

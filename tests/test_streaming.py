@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mail_pipeline import files, home, pipeline, staging
+from mail_pipeline import home, pipeline, staging
 from mail_pipeline.options import build
 from mail_pipeline.staging import _LineEndings
 from tests.helpers import categories, log_lines, query
@@ -44,23 +44,22 @@ def test_a_failed_write_while_staging_fails_the_stage_and_leaves_no_file(tmp_pat
     options = staging.preview(source, build({})).options
     writes = []
 
-    class Full:  # the disk fills up at the second chunk
-        def write(self, data):
-            writes.append(len(data))
-            if len(writes) == 2:
-                raise OSError(28, "No space left on device")
+    real_open = open
 
-        def close(self):
-            pass
+    def opened(path, mode="r", *args):  # the disk fills up at the copy's second chunk
+        f = real_open(path, mode, *args)
+        if mode == "wb":
+            real_write = f.write
 
-    class Writer(files.BackgroundWriter):
-        def __enter__(self):
-            entered = super().__enter__()
-            self._file.close()
-            self._file = Full()
-            return entered
+            def write(data):
+                writes.append(len(data))
+                if len(writes) == 2:
+                    raise OSError(28, "No space left on device")
+                return real_write(data)
+            f.write = write
+        return f
 
-    monkeypatch.setattr(staging, "BackgroundWriter", Writer)
+    monkeypatch.setattr(staging, "open", opened, raising=False)
     dest = tmp_path / "staged" / "source.csv"
     dest.parent.mkdir()
     with pytest.raises(OSError, match="No space left"):
