@@ -315,3 +315,39 @@ def test_an_imports_effects_are_exactly_those_its_logs_list(tmp_path, mail_home,
     failed_emails = {record[0].strip().lower() for record in failed if record}
     unchanged = (set(classified) | failed_emails) - listed
     assert all(before.get(email) == after.get(email) for email in unchanged)
+
+
+FAILED_CELLS = st.lists(st.one_of(st.none(), st.text(
+    alphabet=st.sampled_from([",", '"', "\r", "\n", " ", "\t", "'", "a", "é", "\u2028", "\x85", ";"]),
+    max_size=6)), max_size=4)
+
+
+@SETTINGS
+@given(rows=st.lists(st.tuples(FAILED_CELLS, st.text(max_size=6),
+                               st.booleans()), max_size=20),
+       header=st.lists(st.text(max_size=5), min_size=1, max_size=3))
+def test_the_failed_log_reads_back_as_the_rows_came(tmp_path_factory, rows, header):
+    """The failed log is built by Polars. Read back with Python's `csv` module it gives every
+    row's cells and reason, whatever they hold (commas, quotes, line breaks, none), and its bytes
+    are those of Python's `csv.writer` (`\n` line ends), except that a field holding a lone
+    carriage return is quoted too, which `csv.writer` leaves bare and so cannot read back."""
+    folder = tmp_path_factory.mktemp("failed")
+    part = folder / "part-00000.parquet"
+    frame = [{"row": None if rejected else i + 1, "line": i + 2 if rejected else None,
+              "cells": cells, "error": error} for i, (cells, error, rejected) in enumerate(rows)]
+    pa_table = pa.Table.from_pylist(frame, schema=pa.schema([
+        ("row", pa.int64()), ("line", pa.int64()), ("cells", pa.list_(pa.string())),
+        ("error", pa.string())]))
+    pq.write_table(pa_table, part)
+    assert logs.write_failed_log(folder, [part], header) == len(rows)
+    ordered = [[*(c or "" for c in r["cells"]), r["error"]]
+               for r in sorted(frame, key=lambda r: (r["line"] is None, r["line"] or r["row"]))]
+    written = log_path(folder, "failed").read_bytes()
+    assert list(csv.reader(io.StringIO(written.decode("utf-8"), newline=""))) == [
+        [*header, "error"], *ordered]
+    if not any("\r" in field for row in [header, *ordered] for field in row):
+        expected = io.StringIO()
+        writer = csv.writer(expected, lineterminator="\n")
+        writer.writerow([*header, "error"])
+        writer.writerows(ordered)
+        assert written == expected.getvalue().encode("utf-8")
