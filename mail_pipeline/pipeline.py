@@ -263,7 +263,7 @@ def merge_import(folder: Folder, database: Path,
 
     # A dry run with no store yet merges into an empty one in memory, so it never creates one.
     opened = (closing(store.empty()) if dry_run and not database.exists()
-              else store.writer(database, on_wait=wait, compact=False))
+              else store.writer(database, on_wait=wait))
     try:
         with opened as con:
             if waited and on_stage:

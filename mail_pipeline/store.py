@@ -171,15 +171,6 @@ def memory_limit() -> str:
     return value
 
 
-# An import's merge commits batch after batch, each leaving a part-filled row group at the end of
-# the tables it appends to. DuckDB's checkpoint (at the latest when the store closes) compacts
-# such row groups by rewriting the full ones after them: 2.0 s of a 10M import's merge (20 batches
-# into 5M subscribers), to save 2 of 60 row groups a table; without it the checkpoint takes 8 ms.
-# The merge's connection leaves them; every other writer (revert, the retention job's purge of
-# before-images, which is when deleted rows are worth reclaiming) compacts as DuckDB does.
-NO_COMPACTION = "SET max_vacuum_tasks = 0"
-
-
 def empty() -> duckdb.DuckDBPyConnection:
     """An empty store in memory: what a dry run merges into when there is no store yet, so that
     previewing never creates one."""
@@ -189,10 +180,10 @@ def empty() -> duckdb.DuckDBPyConnection:
 
 
 @contextmanager
-def writer(path: Path, on_wait: Optional[Callable[[str], None]] = None,
-           compact: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
+def writer(path: Path,
+           on_wait: Optional[Callable[[str], None]] = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """The store open for writing, closed after the block (see `connect`)."""
-    con = connect(path, on_wait=on_wait, compact=compact)
+    con = connect(path, on_wait=on_wait)
     try:
         yield con
     finally:
@@ -200,12 +191,10 @@ def writer(path: Path, on_wait: Optional[Callable[[str], None]] = None,
 
 
 def connect(path: Path, wait_seconds: float = 600.0,
-            on_wait: Optional[Callable[[str], None]] = None,
-            compact: bool = True) -> duckdb.DuckDBPyConnection:
+            on_wait: Optional[Callable[[str], None]] = None) -> duckdb.DuckDBPyConnection:
     """Open the store for writing, creating its tables; waits while another process holds it
     (DuckDB's own lock: a `duckdb` shell or a notebook with the file open), calling `on_wait`
-    once with who holds it. With `compact` false, its checkpoints leave row groups as they are
-    (see NO_COMPACTION)."""
+    once with who holds it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
     said = False
@@ -228,8 +217,6 @@ def connect(path: Path, wait_seconds: float = 600.0,
             time.sleep(0.5)
     # No progress bar: it would write to the user's terminal from inside a run.
     con.execute("SET enable_progress_bar = false")
-    if not compact:
-        con.execute(NO_COMPACTION)
     con.execute(SCHEMA)
     con.execute(MIGRATIONS)
     return con

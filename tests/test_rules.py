@@ -474,21 +474,3 @@ def test_listing_follows_greenarrows_scopes_order_and_pages():
     assert ids(listing(docs, "finished", "a", 0, 100)) == ["5", "1"]
     page = listing(docs, "all", None, 1, 2)
     assert ids(page) == ["5", "2"] and (page["num_records"], page["num_pages"]) == (5, 3)
-
-
-def test_only_the_merge_leaves_row_groups_uncompacted(write_csv, monkeypatch):
-    """The merge's checkpoints skip DuckDB's compaction of part-filled row groups (2 s of a 10M
-    import); every other writer of the store (revert, the retention job) compacts as usual."""
-    from mail_pipeline import home, merge, store
-    seen = []
-    real = merge.merge
-
-    def merge_noting_the_setting(con, *args, **kwargs):
-        seen.append(con.execute("SELECT current_setting('max_vacuum_tasks')").fetchall()[0][0])
-        return real(con, *args, **kwargs)
-
-    monkeypatch.setattr(merge, "merge", merge_noting_the_setting)
-    run_import(write_csv("email\na@example.com\n"), lists=["news"])
-    assert seen == [0]
-    with store.writer(home.database_path()) as con:
-        assert con.execute("SELECT current_setting('max_vacuum_tasks')").fetchall()[0][0] > 0
