@@ -112,8 +112,8 @@ def _cell(index: int, guarded: bool = True) -> pl.Expr:
 def _guarded(records: Records) -> set[int]:
     """The columns (by index) some cell of which holds a `'`. Removing an export's guard is two
     thirds of trimming a cell (a regex, then a copy of every cell), and in most files no cell of
-    most columns holds a quote at all: a byte search over each column (0.01 s a chunk of four
-    columns) leaves those out (10M rows: about 1 s)."""
+    most columns holds a quote at all: a byte search over each column leaves those out (a chunk
+    of 250k rows, four columns: parsing 0.17 s -> 0.12 s; 10M rows: 2.4-2.7 s less)."""
     names = [c for c in records.rows.columns if c != "row"]
     if not names:
         return set()
