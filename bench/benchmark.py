@@ -43,6 +43,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -354,16 +355,31 @@ def responsiveness(data: Path, runs: int) -> dict:
     return {side: statistics.median(values) for side, values in timed.items()}
 
 
+def _stop_group(server: subprocess.Popen, seconds: float = 60) -> None:
+    """Stop `mail-pipeline serve` as a service manager does (SIGTERM), then wait for everything
+    it started (the daemon, run workers), which stops after it: until then they may still write
+    in its home (once, a daemon recreated its schedules database after the home was removed)."""
+    server.terminate()
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            os.killpg(server.pid, signal.SIGKILL if time.monotonic() > deadline else 0)
+        except ProcessLookupError:
+            break
+        server.poll()  # (reaped, the leader no longer counts)
+        time.sleep(0.2)
+    server.wait()
+
+
 def queue_drain(data: Path, count: int) -> dict:
     """`count` 10-row imports queued with --detach, then drained by the daemon that
     `mail-pipeline serve` starts: between one run's end and the next one's start, the wait for
     the daemon's launch (its run-queue loop) and the run worker's start-up (a new process loads
     Dagster and the code location), from the runs' own records."""
     import socket
-    # (The last run's worker may still be closing its files in the home a moment after its run
-    # is recorded finished and the server has stopped: the folder is removed once it is done.)
-    with tempfile.TemporaryDirectory(dir=data, prefix="queue-", ignore_cleanup_errors=True) as tmp:
-        home = Path(tmp) / "home"
+    tmp = Path(tempfile.mkdtemp(dir=data, prefix="queue-"))
+    try:
+        home = tmp / "home"
         env = env_for(home)
         for n in range(count):
             tiny = generate(10, 2000 + 10 * n, data / f"import-10-from-{2000 + 10 * n}.csv")
@@ -372,17 +388,14 @@ def queue_drain(data: Path, count: int) -> dict:
             free.bind(("127.0.0.1", 0))
             port = free.getsockname()[1]
         server = subprocess.Popen([cli(), "serve", "--port", str(port), "--daemon", "yes"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
         started = time.perf_counter()
         try:
             runs = _drained(home, count, deadline=started + 60 + 30 * count)
         finally:
-            server.terminate()
-            server.wait(60)
-    for _ in range(30):
-        if not Path(tmp).exists():
-            break
-        time.sleep(1)
+            _stop_group(server)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
     runs.sort(key=lambda r: r["start"])
     waits = [b["launched"] - a["end"] for a, b in zip(runs, runs[1:])]

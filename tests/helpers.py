@@ -41,6 +41,30 @@ def query(sql: str, params=None) -> list[tuple]:
         con.close()
 
 
+def failing_files(monkeypatch, module, method: str, error: OSError, at: int = 1) -> None:
+    """Files `module` opens for writing ("wb") fail at the `at`-th call of their `method`: a
+    `write` before writing (a full disk), a `close` after closing (a quota met by the last
+    bytes)."""
+    real_open = open
+
+    def opened(path, mode="r", *args):
+        f = real_open(path, mode, *args)
+        if mode == "wb":
+            real, calls = getattr(f, method), []
+
+            def failing(*a):
+                calls.append(1)
+                if len(calls) != at:
+                    return real(*a)
+                if method == "close":
+                    real()
+                raise error
+            setattr(f, method, failing)
+        return f
+
+    monkeypatch.setattr(module, "open", opened, raising=False)
+
+
 def cli(*args, stdin=None, home=None) -> subprocess.CompletedProcess:
     """`mail-pipeline ARGS` as a user runs it, on the given home (and the test's Dagster
     instance: DAGSTER_HOME when a test sets it)."""

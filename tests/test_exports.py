@@ -19,7 +19,7 @@ from mail_pipeline import home, named_exports
 from mail_pipeline.errors import MailPipelineError
 from mail_pipeline.exports import build_export, export
 from mail_pipeline.store import SCHEMA
-from tests.helpers import cli, run_import
+from tests.helpers import cli, failing_files, run_import
 
 COLUMNS = ["email", "name", "status", "attributes", "tags", "lists", "email_format", "created_at",
            "updated_at"]
@@ -112,14 +112,7 @@ def test_a_failed_write_while_joining_slices_fails_the_export_and_leaves_nothing
     monkeypatch.setattr(exports, "SLICE_SUBSCRIBERS", 1)
 
     copies = []
-
-    class Full(io.BytesIO):
-        def write(self, data):
-            raise OSError(28, "No space left on device")
-
-    real_open = open
-    monkeypatch.setattr(exports, "open", lambda path, mode="r", *args: Full() if mode == "wb"
-                        else real_open(path, mode, *args), raising=False)
+    failing_files(monkeypatch, exports, "write", OSError(28, "No space left on device"))
     real_copy = exports._copy
     monkeypatch.setattr(exports, "_copy", lambda *args, **kw: copies.append(1) or real_copy(*args, **kw))
     with pytest.raises(OSError, match="No space left"):
@@ -133,18 +126,7 @@ def test_a_failed_close_while_joining_slices_fails_the_export_and_never_hangs(st
     """The last bytes may only fail when the joined file is closed (a full disk, a quota)."""
     from mail_pipeline import exports
     monkeypatch.setattr(exports, "SLICE_SUBSCRIBERS", 1)
-    real_open = open
-
-    def opened(path, mode="r", *args):
-        f = real_open(path, mode, *args)
-        if mode == "wb":
-            def close():
-                real_close()
-                raise OSError(122, "Disk quota exceeded")
-            real_close, f.close = f.close, close
-        return f
-
-    monkeypatch.setattr(exports, "open", opened, raising=False)
+    failing_files(monkeypatch, exports, "close", OSError(122, "Disk quota exceeded"))
     failed = []
     worker = threading.Thread(target=lambda: failed.append(pytest.raises(
         OSError, export, store, build_export({}), tmp_path / "out" / "subscribers.csv")), daemon=True)

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from mail_pipeline import home, pipeline, staging
 from mail_pipeline.options import build
 from mail_pipeline.staging import _LineEndings
-from tests.helpers import categories, log_lines, query
+from tests.helpers import categories, failing_files, log_lines, query
 
 
 def import_in_chunks(path, rows_per_chunk, **options):
@@ -42,24 +42,8 @@ def test_a_failed_write_while_staging_fails_the_stage_and_leaves_no_file(tmp_pat
     source = tmp_path / "in.csv"
     source.write_bytes(b"email\n" + b"a@example.com\n" * 200_000)  # several chunks
     options = staging.preview(source, build({})).options
-    writes = []
-
-    real_open = open
-
-    def opened(path, mode="r", *args):  # the disk fills up at the copy's second chunk
-        f = real_open(path, mode, *args)
-        if mode == "wb":
-            real_write = f.write
-
-            def write(data):
-                writes.append(len(data))
-                if len(writes) == 2:
-                    raise OSError(28, "No space left on device")
-                return real_write(data)
-            f.write = write
-        return f
-
-    monkeypatch.setattr(staging, "open", opened, raising=False)
+    # the disk fills up at the copy's second chunk
+    failing_files(monkeypatch, staging, "write", OSError(28, "No space left on device"), at=2)
     dest = tmp_path / "staged" / "source.csv"
     dest.parent.mkdir()
     with pytest.raises(OSError, match="No space left"):
