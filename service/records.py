@@ -194,12 +194,15 @@ class Records:
     # --- the store's pool -------------------------------------------------------------------------
 
     def pool(self, key: str) -> tuple[list[str], list[str]]:
-        """(runs holding a slot of the pool, runs waiting for one)."""
+        """(runs holding a slot of the pool, runs waiting for one). A step keeps its row in
+        `pending_steps` while it holds the slot; Dagster stamps `assigned_timestamp` when the slot
+        is handed to it, a moment before its claim shows in `concurrency_slots`."""
         held = [row[0] for row in self._sql(
             "SELECT run_id FROM concurrency_slots WHERE concurrency_key = ? AND run_id IS NOT NULL "
             "AND deleted = ?", (key, False), shard="index")]
         waiting = [row[0] for row in self._sql(
-            "SELECT run_id FROM pending_steps WHERE concurrency_key = ?", (key,), shard="index")]
+            "SELECT run_id FROM pending_steps WHERE concurrency_key = ? AND assigned_timestamp IS NULL",
+            (key,), shard="index")]
         return held, waiting
 
 

@@ -53,3 +53,33 @@ def test_one_step_holds_the_store_slot_however_workers_race(backend):
     assert most.value == 1
     info = storage.get_concurrency_info(POOL)
     assert info.slot_count == 1 and not info.claimed_slots
+
+
+@pytest.mark.parametrize("backend", ["embedded", "postgres"], indirect=True)
+def test_a_step_waits_for_the_run_holding_the_slot_and_never_for_itself(backend):
+    """Whom an import waits for, through each row Dagster writes as a slot changes hands: a step
+    keeps its `pending_steps` row while it holds the slot, and is stamped assigned a moment before
+    its claim shows. Neither moment is a wait (it was read as one: "waits for the store's pool",
+    or for itself)."""
+    import dagster as dg
+
+    from assets.names import Tags
+    from service import state
+    from service.instance import instance
+    inst = instance()
+    storage = inst.event_log_storage
+    for run_id, partition in (("a" * 32, "1"), ("b" * 32, "2")):
+        inst.add_run(dg.DagsterRun(job_name="import_job", run_id=run_id,
+                                   tags={Tags.KIND: "import", Tags.PARTITION: partition}))
+    first, second = "a" * 32, "b" * 32
+    storage.add_pending_step(POOL, first, "subscribers", should_assign=True)
+    assert storage.claim_concurrency_slot(POOL, first, "subscribers").is_claimed
+    assert state._holder(state.records(), first) is None  # it holds the slot
+    storage.add_pending_step(POOL, second, "subscribers", should_assign=False)
+    assert not storage.claim_concurrency_slot(POOL, second, "subscribers").is_claimed
+    assert state._holder(state.records(), second) == f"import 1 (run {first[:8]})"
+    storage.free_concurrency_slot_for_step(first, "subscribers")  # hands it to the second step
+    assert not storage.get_concurrency_info(POOL).claimed_slots  # (not claimed yet)
+    assert state._holder(state.records(), second) is None
+    assert storage.claim_concurrency_slot(POOL, second, "subscribers").is_claimed
+    assert state._holder(state.records(), second) is None
