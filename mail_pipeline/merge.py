@@ -422,9 +422,11 @@ def _merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: list[str], dup
         [import_id]).fetchall()
     first_batch = 0 if last_batch is None else last_batch + 1
     last_row = last_row or 0
+    [(max_row,)] = con.execute("SELECT coalesce(max(row), 0) FROM read_parquet(?)", [valid]).fetchall()
+    batch_size = options.batch_rows(max_row)
     params = {**_parameters(options, datetime.now(timezone.utc)), "valid": valid,
               "duplicates": duplicates, "first_batch": first_batch, "last_row": last_row,
-              "size": options.batch_size}
+              "size": batch_size}
     outcomes_dir.mkdir(parents=True, exist_ok=True)
     # Outcomes of batches from here on were written by an attempt whose commit never came;
     # the batches are renumbered from the last committed row, so none may be left behind.
@@ -434,8 +436,7 @@ def _merge(con: duckdb.DuckDBPyConnection, import_id: str, valid: list[str], dup
     _upgrade_outcomes(con, outcomes_dir, valid)
     # (The validated frame has a part per chunk read, so `valid` is never empty; the first
     # slice always runs and creates the table, empty or not.)
-    [(max_row,)] = con.execute("SELECT coalesce(max(row), 0) FROM read_parquet(?)", [valid]).fetchall()
-    slice_rows = max(options.batch_size, CLASSIFY_ROWS // options.batch_size * options.batch_size)
+    slice_rows = max(batch_size, CLASSIFY_ROWS // batch_size * batch_size)
     for number, after in enumerate(range(last_row, max(max_row, last_row) + 1, slice_rows)):
         into = ("CREATE OR REPLACE TEMP TABLE classified_all AS" if number == 0
                 else "INSERT INTO classified_all")
