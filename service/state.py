@@ -77,7 +77,7 @@ def _holder(rec: Records, run_id: str) -> Optional[str]:
     held, waiting = rec.pool(POOL)
     if run_id not in waiting:
         return None
-    holders = [rec.run(other) for other in held if other != run_id]
+    holders = [rec.run(other) for other in held]
     return ", ".join(describe(other) for other in holders if other is not None) or "the store's pool"
 
 
