@@ -180,12 +180,12 @@ WHERE name NOT IN (SELECT name FROM lists)
 
 _INSERT_SUBSCRIBERS = f"""
 INSERT INTO subscribers (email, name, status, attributes, created_at, updated_at, tags, email_format,
-                         created_by, updated_by, updated_by_at)
+                         created_by, updated_by, updated_by_at, created_batch)
 SELECT email, name,
        CASE WHEN $mode = 'blocklist' THEN 'blocklisted' ELSE coalesce(subscriber_status, 'enabled') END,
        {_NEW_ATTRIBUTES}, coalesce(c.created_at, $now), coalesce(c.updated_at, c.created_at, $now),
        {_tag_set("coalesce(c.tags, [])")}, coalesce(c.email_format, $email_format),
-       $import_id, $import_id, $now
+       $import_id, $import_id, $now, $batch
 FROM classified c WHERE category = 'added' AND NOT known
 """
 
@@ -309,11 +309,13 @@ FROM subscription_updates u WHERE x.email = u.email AND x.list = u.list
 
 # Before-images (issue 16): before a batch writes, each known subscriber it is about to change
 # (`touched`: from the updates found above, and the new subscriptions it adds) is copied into
-# `changes` with all its subscriptions; a subscriber it creates is noted there as not having
-# existed. After the batch's statements, any copy of a subscriber left as it was is dropped: a
-# changed row carries this batch's provenance (updated_by and the batch's moment), so a revert
-# and the history only ever see real changes, whatever `touched` over-counted.
-_SUBSCRIBER_IMAGE = ", ".join(f"s.{c}" for c in store.SUBSCRIBER_COLUMNS[1:])
+# `changes` with all its subscriptions. A subscriber it creates needs no copy: it carries the
+# import and the batch that created it (`created_by`, `created_batch`), which is all a revert
+# needs to remove it (a row each in `changes` was a sixth of a new batch's time). After the
+# batch's statements, any copy of a subscriber left as it was is dropped: a changed row carries
+# this batch's provenance (updated_by and the batch's moment), so a revert and the history only
+# ever see real changes, whatever `touched` over-counted.
+_SUBSCRIBER_IMAGE = ", ".join(f"s.{c}" for c in store.IMAGE_COLUMNS[1:])
 _SUBSCRIPTION_IMAGE = ", ".join(f"x.{c}" for c in store.SUBSCRIPTION_COLUMNS)
 # Known subscribers the batch changes: those whose row or subscriptions change value, and those
 # it subscribes to more lists (added; in blocklist mode, updated ones too).
@@ -332,10 +334,6 @@ _KEEP_SUBSCRIPTIONS = f"""
 INSERT INTO changed_subscriptions
 SELECT $import_id, $batch, {_SUBSCRIPTION_IMAGE}
 FROM subscriptions x WHERE x.email IN ({{touched}})
-"""
-_KEEP_NEW = """
-INSERT INTO changes (import_id, batch, email, existed, changed_at)
-SELECT $import_id, $batch, email, false, $now FROM classified WHERE category = 'added' AND NOT known
 """
 _CHANGED_NOW = """
 SELECT email FROM subscribers WHERE updated_by_at = $now AND updated_by = $import_id
@@ -565,8 +563,6 @@ def _apply(con: duckdb.DuckDBPyConnection, import_id: str, number: int, options:
         _run(con, _SUBSCRIPTION_UPDATES, params)
         _run(con, _TOUCHED, params)
         _keep_before_images(con, params, "SELECT email FROM touched")
-    if new:
-        _run(con, _KEEP_NEW, params)
     for sql, needed in ((_UPDATE_SUBSCRIBERS, known), (_UPDATE_SUBSCRIPTIONS, known),
                         (_INSERT_SUBSCRIBERS, new), (_INSERT_SUBSCRIPTIONS_KNOWN, known),
                         (_INSERT_SUBSCRIPTIONS_NEW, new), (_INSERT_ROW_SUBSCRIPTIONS, row_lists)):

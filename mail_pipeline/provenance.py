@@ -2,8 +2,9 @@
 
 The store records, on every subscriber and subscription, the import that created it and the one
 that last changed it (`created_by`, `updated_by`, `updated_by_at`). The history needs nothing
-more: each import that changed the subscriber kept its before-image (`changes`), so what it
-changed is the difference between its image and the next one (or the subscriber as it is now).
+more: each import that changed the subscriber kept its before-image (`changes`; the one that
+created it marks the subscriber instead, `created_batch`), so what it changed is the difference
+between its image and the next one (or the subscriber as it is now).
 Images go with the import's logs (retention) and when it is reverted; the history shows what
 is still on record. Reads only: the store is opened read-only and never created.
 """
@@ -92,8 +93,15 @@ def _history(con: duckdb.DuckDBPyConnection, email: str, now: dict) -> list[dict
     if not store.has_table(con, "changes"):
         return []
     columns = ("import_id", "batch", "existed", "changed_at", *store.SUBSCRIBER_COLUMNS[1:])
-    rows = con.execute(f"SELECT {', '.join(columns)} FROM changes WHERE email = ? ORDER BY changed_at",
-                       [email]).fetchall()
+    query = f"SELECT {', '.join(columns)} FROM changes WHERE email = $email"
+    if store.has_column(con, "subscribers", "created_batch"):
+        # The import that created it, while it can be reverted: the subscriber's own mark.
+        nothing = ", ".join(f"NULL AS {c}" for c in store.SUBSCRIBER_COLUMNS[1:])
+        query += (f" UNION ALL SELECT s.created_by, s.created_batch, false, b.committed_at, {nothing}"
+                  " FROM subscribers s JOIN import_batches b"
+                  " ON b.import_id = s.created_by AND b.batch = s.created_batch"
+                  " WHERE s.email = $email AND s.created_batch IS NOT NULL")
+    rows = con.execute(f"{query} ORDER BY changed_at", {"email": email}).fetchall()
     images = []
     for row in rows:
         entry = dict(zip(columns, (_plain(v) for v in row)))

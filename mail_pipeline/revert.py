@@ -1,12 +1,13 @@
 """Undo an import (issue 16, spec §3 "Undo"): put back the before-images its batches kept.
 
 Each batch of an import copied, in its own transaction, every subscriber it changed (and all
-that subscriber's subscriptions) into `changes` / `changed_subscriptions`, or noted that it
-created the subscriber (see merge.py). A revert takes those batches in reverse order; each is one
-transaction that deletes the subscribers' present rows, inserts the before-images (provenance
-and `updated_at` included), drops the images and records the batch in `revert_batches`. A batch
-reverted is gone from `changes`, so a revert resumed after a kill carries on where it stopped and
-never applies a batch twice.
+that subscriber's subscriptions) into `changes` / `changed_subscriptions`; a subscriber it
+created carries the import and the batch itself (`created_by`, `created_batch`; see merge.py).
+A revert takes those batches in reverse order; each is one transaction that deletes the
+subscribers' present rows, inserts the before-images (provenance and `updated_at` included),
+drops the images and records the batch in `revert_batches`. A batch reverted is gone from
+`changes` and its subscribers from the store, so a revert resumed after a kill carries on where
+it stopped and never applies a batch twice.
 
 The unit is the subscriber (its row and all its subscriptions), so a revert refuses, changing
 nothing, when a later import changed one of the same subscribers again: putting back the
@@ -22,10 +23,28 @@ from mail_pipeline import control, store
 from mail_pipeline.errors import MailPipelineError
 
 _WHERE = "import_id = $import_id AND batch = $batch"
-_SUBSCRIBERS = ", ".join(store.SUBSCRIBER_COLUMNS)
+_SUBSCRIBERS = ", ".join(store.IMAGE_COLUMNS)
 _SUBSCRIPTIONS = ", ".join(store.SUBSCRIPTION_COLUMNS)
+# An import's before-images, one row per subscriber and batch: the copies in `changes`, and the
+# subscribers it created, which are their own record (`existed` false; the moment is the batch's
+# commit, when the copies were taken too). Rows of `changes` with `existed` false are what
+# earlier versions kept for a subscriber they created.
+_COPIES = "SELECT batch, email, existed, changed_at FROM changes WHERE import_id = $import_id"
+_IMAGES = f"""
+{_COPIES}
+UNION ALL
+SELECT s.created_batch, s.email, false, b.committed_at FROM subscribers s
+JOIN import_batches b ON b.import_id = s.created_by AND b.batch = s.created_batch
+WHERE s.created_by = $import_id AND s.created_batch IS NOT NULL
+"""
+
+
+def _images(con: duckdb.DuckDBPyConnection) -> str:
+    """`_IMAGES`, or only the copies in a store no version that marks created subscribers has
+    written to yet (read without migrating it)."""
+    return _IMAGES if store.has_column(con, "subscribers", "created_batch") else _COPIES
 _REVERT_BATCH = (
-    f"CREATE OR REPLACE TEMP TABLE reverting AS SELECT email FROM changes WHERE {_WHERE}",
+    f"CREATE OR REPLACE TEMP TABLE reverting AS SELECT email FROM ({_IMAGES}) WHERE batch = $batch",
     "DELETE FROM subscriptions WHERE email IN (SELECT email FROM reverting)",
     "DELETE FROM subscribers WHERE email IN (SELECT email FROM reverting)",
     f"INSERT INTO subscribers ({_SUBSCRIBERS}) SELECT {_SUBSCRIBERS} FROM changes"
@@ -42,7 +61,7 @@ _REVERT_BATCH = (
 # import's (they name every later import still on record), and the provenance the rows carry
 # now (which names the last one even when its before-images were purged).
 _LATER = """
-WITH mine AS (SELECT email, changed_at FROM changes WHERE import_id = $import_id),
+WITH mine AS (SELECT email, changed_at FROM ({images})),
 later AS (
   SELECT c.import_id AS other, c.email FROM changes c JOIN mine m ON c.email = m.email
   WHERE c.import_id <> $import_id AND c.changed_at > m.changed_at
@@ -70,7 +89,7 @@ def later_imports(con: duckdb.DuckDBPyConnection, import_id: str) -> list[tuple[
     """The later imports that changed some of the same subscribers again, with how many."""
     if not store.has_table(con, "changes"):
         return []
-    rows = con.execute(_LATER, {"import_id": import_id}).fetchall()
+    rows = con.execute(_LATER.format(images=_images(con)), {"import_id": import_id}).fetchall()
     return sorted(((other, n) for other, n in rows if other), key=lambda r: _id_order(r[0]))
 
 
@@ -104,9 +123,10 @@ def plan(con: duckdb.DuckDBPyConnection, import_id: str, sample: int = 20) -> di
              "batches_reverted": 0, "changed_later": []}
     if not store.has_table(con, "changes"):
         return empty
+    images, params = _images(con), {"import_id": import_id}
     [(batches, removed, restored)] = con.execute(
         "SELECT count(DISTINCT batch), count(*) FILTER (NOT existed), count(*) FILTER (existed)"
-        " FROM changes WHERE import_id = ?", [import_id]).fetchall()
+        f" FROM ({images})", params).fetchall()
     [(subscriptions,)] = con.execute("SELECT count(*) FROM changed_subscriptions WHERE import_id = ?",
                                      [import_id]).fetchall()
     [(done,)] = con.execute("SELECT count(*) FROM revert_batches WHERE import_id = ?",
@@ -114,8 +134,8 @@ def plan(con: duckdb.DuckDBPyConnection, import_id: str, sample: int = 20) -> di
 
     def emails(existed: bool) -> list[str]:
         return [e for (e,) in con.execute(
-            "SELECT email FROM changes WHERE import_id = ? AND existed = ? ORDER BY email LIMIT ?",
-            [import_id, existed, sample]).fetchall()]
+            f"SELECT email FROM ({images}) WHERE existed = $existed ORDER BY email LIMIT $sample",
+            {**params, "existed": existed, "sample": sample}).fetchall()]
 
     return {**empty, "batches": batches, "subscribers_removed": removed,
             "subscribers_restored": restored, "subscriptions_restored": subscriptions,
@@ -132,14 +152,13 @@ def revert(con: duckdb.DuckDBPyConnection, import_id: str,
     subscribers removed and restored by this run, and the batches reverted in all."""
     refuse_if_changed_later(con, import_id)
     batches = [b for (b,) in con.execute(
-        "SELECT DISTINCT batch FROM changes WHERE import_id = ? ORDER BY batch DESC",
-        [import_id]).fetchall()]
+        f"SELECT DISTINCT batch FROM ({_IMAGES}) ORDER BY batch DESC", {"import_id": import_id}).fetchall()]
     removed = restored = 0
     for number, batch in enumerate(batches, 1):
         params = {"import_id": import_id, "batch": batch, "now": datetime.now(timezone.utc)}
         [(gone, back)] = con.execute(
-            "SELECT count(*) FILTER (NOT existed), count(*) FILTER (existed) FROM changes"
-            " WHERE import_id = ? AND batch = ?", [import_id, batch]).fetchall()
+            "SELECT count(*) FILTER (NOT existed), count(*) FILTER (existed)"
+            f" FROM ({_IMAGES}) WHERE batch = $batch", {"import_id": import_id, "batch": batch}).fetchall()
         con.execute("BEGIN TRANSACTION")
         try:
             for sql in _REVERT_BATCH:
@@ -161,15 +180,22 @@ def revert(con: duckdb.DuckDBPyConnection, import_id: str,
 
 def forget(con: duckdb.DuckDBPyConnection, import_ids: list[str]) -> int:
     """Drop the before-images of these imports (retention purges them with their logs); after
-    that they cannot be reverted. Returns how many subscribers' images went."""
+    that they cannot be reverted. The subscribers they created lose their mark of it, and so do
+    the copies other imports keep of them, so that reverting one of those cannot bring it back.
+    Returns how many subscribers' images went."""
     if not import_ids:
         return 0
-    [(n,)] = con.execute("SELECT count(*) FROM changes WHERE list_contains(?, import_id)",
-                         [import_ids]).fetchall()
+    [(n,)] = con.execute(
+        "SELECT (SELECT count(*) FROM changes WHERE list_contains($ids, import_id))"
+        " + (SELECT count(*) FROM subscribers WHERE list_contains($ids, created_by)"
+        " AND created_batch IS NOT NULL)", {"ids": import_ids}).fetchall()
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("DELETE FROM changed_subscriptions WHERE list_contains(?, import_id)", [import_ids])
         con.execute("DELETE FROM changes WHERE list_contains(?, import_id)", [import_ids])
+        for table in ("subscribers", "changes"):
+            con.execute(f"UPDATE {table} SET created_batch = NULL"
+                        " WHERE list_contains(?, created_by) AND created_batch IS NOT NULL", [import_ids])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

@@ -32,7 +32,9 @@ CREATE TABLE IF NOT EXISTS subscribers (
     email_format VARCHAR,            -- html | text | both, or unknown
     created_by VARCHAR,              -- provenance: the import that created it,
     updated_by VARCHAR,              -- the one that last changed it,
-    updated_by_at TIMESTAMPTZ        -- and when (set only when a value changes)
+    updated_by_at TIMESTAMPTZ,       -- and when (set only when a value changes);
+    created_batch INTEGER            -- the batch of `created_by` that created it, while that
+                                     -- import can be reverted (its creation's before-image)
 );
 CREATE TABLE IF NOT EXISTS subscriptions (
     email VARCHAR NOT NULL,
@@ -70,10 +72,12 @@ CREATE TABLE IF NOT EXISTS import_steps (
     committed_at TIMESTAMPTZ NOT NULL
 );
 -- Before-images (issue 16): for each subscriber an import's batch changed, the subscriber as it
--- was (`existed` false: the batch created it) and, in changed_subscriptions, all its
--- subscriptions as they were. Written in the batch's own transaction; a revert puts them back
--- (mail_pipeline/revert.py) and deletes them; retention deletes them with the import's logs.
--- `batch` is the merge's batch, or OTHERS_BATCH for unsubscribe_others.
+-- was and, in changed_subscriptions, all its subscriptions as they were. Written in the batch's
+-- own transaction; a revert puts them back (mail_pipeline/revert.py) and deletes them; retention
+-- deletes them with the import's logs. `batch` is the merge's batch, or OTHERS_BATCH for
+-- unsubscribe_others. A subscriber a batch created has no row here: its before-image (it did not
+-- exist) is its own `created_by` and `created_batch`. (Rows with `existed` false are those that
+-- earlier versions wrote for it.)
 CREATE TABLE IF NOT EXISTS changes (
     import_id VARCHAR NOT NULL,
     batch INTEGER NOT NULL,
@@ -89,7 +93,8 @@ CREATE TABLE IF NOT EXISTS changes (
     email_format VARCHAR,
     created_by VARCHAR,
     updated_by VARCHAR,
-    updated_by_at TIMESTAMPTZ
+    updated_by_at TIMESTAMPTZ,
+    created_batch INTEGER
 );
 CREATE TABLE IF NOT EXISTS changed_subscriptions (
     import_id VARCHAR NOT NULL,
@@ -119,6 +124,8 @@ CREATE TABLE IF NOT EXISTS revert_batches (
 # The stored columns, in table order: what a before-image copies and a revert puts back.
 SUBSCRIBER_COLUMNS = ("email", "name", "status", "attributes", "created_at", "updated_at", "tags",
                       "email_format", "created_by", "updated_by", "updated_by_at")
+# A subscriber's before-image: its stored columns and the mark of the batch that created it.
+IMAGE_COLUMNS = SUBSCRIBER_COLUMNS + ("created_batch",)
 SUBSCRIPTION_COLUMNS = ("email", "list", "status", "created_at", "updated_at", "subscribe_time",
                         "subscribe_ip", "confirm_time", "remove_time", "remove_ip", "created_by",
                         "updated_by", "updated_by_at")
@@ -139,6 +146,8 @@ ALTER TABLE subscribers ADD COLUMN IF NOT EXISTS updated_by_at TIMESTAMPTZ;
 ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS created_by VARCHAR;
 ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS updated_by VARCHAR;
 ALTER TABLE subscriptions ADD COLUMN IF NOT EXISTS updated_by_at TIMESTAMPTZ;
+ALTER TABLE subscribers ADD COLUMN IF NOT EXISTS created_batch INTEGER;
+ALTER TABLE changes ADD COLUMN IF NOT EXISTS created_batch INTEGER;
 """
 
 
@@ -304,6 +313,12 @@ def copy(con: duckdb.DuckDBPyConnection, query: str, params: dict, path: Path, o
 def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     [(found,)] = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?",
                              [name]).fetchall()
+    return bool(found)
+
+
+def has_column(con: duckdb.DuckDBPyConnection, table: str, name: str) -> bool:
+    [(found,)] = con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = ?"
+                             " AND column_name = ?", [table, name]).fetchall()
     return bool(found)
 
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from mail_pipeline import exports, home, revert, store
+from mail_pipeline import exports, home, provenance, revert, store
 from mail_pipeline.errors import MailPipelineError
 from tests.helpers import cli, query, run_import
 from tests.test_properties import (EFFECT_HEADER, EFFECT_OPTIONS, EFFECT_ROWS, SETTINGS, UNSUBSCRIBED,
@@ -112,8 +112,11 @@ def test_only_rows_a_batch_changed_keep_before_images(write_csv):
                                lists=["news"], overwrite=True)
     assert stats["subscribers"]["updated"] == 2
     assert query("SELECT import_id, email, existed, name FROM changes ORDER BY import_id, email") == [
-        (first, "a@example.com", False, None), (first, "b@example.com", False, None),
         (second, "a@example.com", True, "Ann")]
+    # The subscribers the first import created carry its batch, in place of a row each.
+    assert query("SELECT email, created_by, created_batch FROM subscribers ORDER BY email") == [
+        ("a@example.com", first, 0), ("b@example.com", first, 0)]
+    assert query("SELECT created_by, created_batch FROM changes") == [(first, 0)]  # (a's copy)
     assert query("SELECT import_id, email, list FROM changed_subscriptions") == [
         (second, "a@example.com", "news")]
 
@@ -158,6 +161,57 @@ def test_forgetting_an_imports_before_images(write_csv):
     with store.writer(home.database_path()) as con:
         assert revert.forget(con, [import_id]) == 1
         assert revert.plan(con, import_id)["subscribers_removed"] == 0
+
+
+def test_a_forgotten_import_stays_forgotten_when_a_later_one_is_reverted(write_csv):
+    # The later import's copy of the subscriber names the batch that created it: forgetting the
+    # first import clears that mark there too, so putting the copy back cannot make the first
+    # import revertable again.
+    first, _ = run_import(write_csv("email,name\na@example.com,Ann\n"), lists=["news"])
+    second, _ = run_import(write_csv("email,name\na@example.com,Anna\n", "b.csv"), lists=["news"],
+                           overwrite=True)
+    assert query("SELECT import_id, created_by, created_batch FROM changes") == [(second, first, 0)]
+    with store.writer(home.database_path()) as con:
+        assert revert.forget(con, [first]) == 1
+    assert query("SELECT created_batch FROM changes") == [(None,)]
+    assert revert_core(second) == {"subscribers_removed": 0, "subscribers_restored": 1,
+                                   "batches_reverted": 1}
+    assert query("SELECT email, name, created_by, created_batch FROM subscribers") == [
+        ("a@example.com", "Ann", first, None)]
+    with store.writer(home.database_path()) as con:
+        assert revert.plan(con, first)["batches"] == 0
+    assert revert_core(first) == {"subscribers_removed": 0, "subscribers_restored": 0,
+                                  "batches_reverted": 0}
+    assert query("SELECT count(*) FROM subscribers") == [(1,)]
+
+
+def test_an_import_that_noted_its_new_subscribers_as_rows_still_reverts(tmp_path, write_csv):
+    # What earlier versions kept for a subscriber a batch created: a row in `changes` with
+    # `existed` false, and no mark on the subscriber.
+    import_id, _ = run_import(write_csv("email\na@example.com\nb@example.com\n"), lists=["news"])
+    with store.writer(home.database_path()) as con:
+        con.execute("INSERT INTO changes (import_id, batch, email, existed, changed_at)"
+                    " SELECT created_by, created_batch, email, false, updated_by_at FROM subscribers")
+        con.execute("UPDATE subscribers SET created_batch = NULL")
+        plan = revert.plan(con, import_id)
+    assert (plan["batches"], plan["subscribers_removed"], plan["removed"]) == (
+        1, 2, ["a@example.com", "b@example.com"])
+    assert revert_core(import_id)["subscribers_removed"] == 2
+    assert stored() == ([], [])
+
+
+def test_a_store_from_before_the_mark_is_read_without_being_migrated(write_csv):
+    # `imports revert --dry-run` and `subscribers show` read the store read-only: a store an
+    # earlier version wrote has no `created_batch` column, and is not given one by a read.
+    import_id, _ = run_import(write_csv("email\na@example.com\n"), lists=["news"])
+    with store.writer(home.database_path()) as con:
+        con.execute("INSERT INTO changes (import_id, batch, email, existed, changed_at)"
+                    " SELECT created_by, created_batch, email, false, updated_by_at FROM subscribers")
+        con.execute("ALTER TABLE subscribers DROP COLUMN created_batch")
+    with store.reader(home.database_path()) as con:
+        assert revert.plan(con, import_id)["removed"] == ["a@example.com"]
+        assert [h["kind"] for h in provenance.show(con, "a@example.com")["history"]] == ["added"]
+        assert not store.has_column(con, "subscribers", "created_batch")
 
 
 # --- the command line and the Dagster runs ------------------------------------------------------
