@@ -43,6 +43,8 @@ def _images(con: duckdb.DuckDBPyConnection) -> str:
     """`_IMAGES`, or only the copies in a store no version that marks created subscribers has
     written to yet (read without migrating it)."""
     return _IMAGES if store.has_column(con, "subscribers", "created_batch") else _COPIES
+
+
 _REVERT_BATCH = (
     f"CREATE OR REPLACE TEMP TABLE reverting AS SELECT email FROM ({_IMAGES}) WHERE batch = $batch",
     "DELETE FROM subscriptions WHERE email IN (SELECT email FROM reverting)",

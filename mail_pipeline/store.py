@@ -317,8 +317,9 @@ def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
 
 
 def has_column(con: duckdb.DuckDBPyConnection, table: str, name: str) -> bool:
-    [(found,)] = con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = ?"
-                             " AND column_name = ?", [table, name]).fetchall()
+    """Whether the store's own table (not a temporary one of the same name) has the column."""
+    [(found,)] = con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name <> 'temp'"
+                             " AND table_name = ? AND column_name = ?", [table, name]).fetchall()
     return bool(found)
 
 
