@@ -340,7 +340,7 @@ SELECT email FROM subscribers WHERE updated_by_at = $now AND updated_by = $impor
 UNION ALL SELECT email FROM subscriptions WHERE updated_by_at = $now AND updated_by = $import_id
 """
 _DROP_UNCHANGED = f"""
-DELETE FROM changes WHERE import_id = $import_id AND batch = $batch AND existed
+DELETE FROM changes WHERE import_id = $import_id AND batch = $batch
   AND email NOT IN ({_CHANGED_NOW})
 """
 _DROP_UNCHANGED_SUBSCRIPTIONS = """

@@ -94,13 +94,10 @@ def _history(con: duckdb.DuckDBPyConnection, email: str, now: dict) -> list[dict
         return []
     columns = ("import_id", "batch", "existed", "changed_at", *store.SUBSCRIBER_COLUMNS[1:])
     query = f"SELECT {', '.join(columns)} FROM changes WHERE email = $email"
-    if store.has_column(con, "subscribers", "created_batch"):
-        # The import that created it, while it can be reverted: the subscriber's own mark.
+    if store.marks_creations(con):  # the import that created it, while it can be reverted
         nothing = ", ".join(f"NULL AS {c}" for c in store.SUBSCRIBER_COLUMNS[1:])
-        query += (f" UNION ALL SELECT s.created_by, s.created_batch, false, b.committed_at, {nothing}"
-                  " FROM subscribers s JOIN import_batches b"
-                  " ON b.import_id = s.created_by AND b.batch = s.created_batch"
-                  " WHERE s.email = $email AND s.created_batch IS NOT NULL")
+        query += (f" UNION ALL SELECT import_id, batch, false, changed_at, {nothing}"
+                  f" FROM ({store.CREATIONS}) WHERE email = $email")
     rows = con.execute(f"{query} ORDER BY changed_at", {"email": email}).fetchall()
     images = []
     for row in rows:

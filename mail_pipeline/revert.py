@@ -33,20 +33,19 @@ _COPIES = "SELECT batch, email, existed, changed_at FROM changes WHERE import_id
 _IMAGES = f"""
 {_COPIES}
 UNION ALL
-SELECT s.created_batch, s.email, false, b.committed_at FROM subscribers s
-JOIN import_batches b ON b.import_id = s.created_by AND b.batch = s.created_batch
-WHERE s.created_by = $import_id AND s.created_batch IS NOT NULL
+SELECT batch, email, false, changed_at FROM ({store.CREATIONS}) WHERE import_id = $import_id
 """
 
 
 def _images(con: duckdb.DuckDBPyConnection) -> str:
-    """`_IMAGES`, or only the copies in a store no version that marks created subscribers has
-    written to yet (read without migrating it)."""
-    return _IMAGES if store.has_column(con, "subscribers", "created_batch") else _COPIES
+    """`_IMAGES`, or only the copies in a store read without migrating it (`marks_creations`)."""
+    return _IMAGES if store.marks_creations(con) else _COPIES
 
 
+# (`reverting` is dropped by the caller, which counts the batch's subscribers from it first.)
 _REVERT_BATCH = (
-    f"CREATE OR REPLACE TEMP TABLE reverting AS SELECT email FROM ({_IMAGES}) WHERE batch = $batch",
+    f"CREATE OR REPLACE TEMP TABLE reverting AS SELECT email, existed FROM ({_IMAGES})"
+    " WHERE batch = $batch",
     "DELETE FROM subscriptions WHERE email IN (SELECT email FROM reverting)",
     "DELETE FROM subscribers WHERE email IN (SELECT email FROM reverting)",
     f"INSERT INTO subscribers ({_SUBSCRIBERS}) SELECT {_SUBSCRIBERS} FROM changes"
@@ -56,7 +55,6 @@ _REVERT_BATCH = (
     f"DELETE FROM changed_subscriptions WHERE {_WHERE}",
     f"DELETE FROM changes WHERE {_WHERE}",
     "INSERT INTO revert_batches VALUES ($import_id, $batch, $now)",
-    "DROP TABLE reverting",
 )
 
 # Later changes to the import's subscribers: other imports' before-images taken after this
@@ -158,13 +156,13 @@ def revert(con: duckdb.DuckDBPyConnection, import_id: str,
     removed = restored = 0
     for number, batch in enumerate(batches, 1):
         params = {"import_id": import_id, "batch": batch, "now": datetime.now(timezone.utc)}
-        [(gone, back)] = con.execute(
-            "SELECT count(*) FILTER (NOT existed), count(*) FILTER (existed)"
-            f" FROM ({_IMAGES}) WHERE batch = $batch", {"import_id": import_id, "batch": batch}).fetchall()
         con.execute("BEGIN TRANSACTION")
         try:
             for sql in _REVERT_BATCH:
                 store.run(con, sql, params)
+            [(gone, back)] = con.execute("SELECT count(*) FILTER (NOT existed),"
+                                         " count(*) FILTER (existed) FROM reverting").fetchall()
+            con.execute("DROP TABLE reverting")
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

@@ -316,10 +316,21 @@ def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(found)
 
 
-def has_column(con: duckdb.DuckDBPyConnection, table: str, name: str) -> bool:
-    """Whether the store's own table (not a temporary one of the same name) has the column."""
+# The subscribers each import created, from the mark they carry (`created_batch`), as before-image
+# records: the moment is the batch's commit, when its copies of changed subscribers were taken.
+CREATIONS = """
+SELECT s.created_by AS import_id, s.created_batch AS batch, s.email, b.committed_at AS changed_at
+FROM subscribers s JOIN import_batches b ON b.import_id = s.created_by AND b.batch = s.created_batch
+WHERE s.created_batch IS NOT NULL
+"""
+
+
+def marks_creations(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the store's subscribers carry `created_batch` (`CREATIONS`): a store no version
+    that marks them has written to, read without migrating it, does not."""
     [(found,)] = con.execute("SELECT count(*) FROM duckdb_columns() WHERE database_name <> 'temp'"
-                             " AND table_name = ? AND column_name = ?", [table, name]).fetchall()
+                             " AND table_name = 'subscribers' AND column_name = 'created_batch'"
+                             ).fetchall()
     return bool(found)
 
 

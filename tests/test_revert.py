@@ -211,7 +211,7 @@ def test_a_store_from_before_the_mark_is_read_without_being_migrated(write_csv):
     with store.reader(home.database_path()) as con:
         assert revert.plan(con, import_id)["removed"] == ["a@example.com"]
         assert [h["kind"] for h in provenance.show(con, "a@example.com")["history"]] == ["added"]
-        assert not store.has_column(con, "subscribers", "created_batch")
+        assert not store.marks_creations(con)
 
 
 # --- the command line and the Dagster runs ------------------------------------------------------
